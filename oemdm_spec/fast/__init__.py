@@ -1,0 +1,1 @@
+"""The fast path: Triton kernels with PyTorch fallbacks, the DiT model and the trainer. Never imports pyro."""

@@ -1,0 +1,1 @@
+"""sympy derivations of the identities the reference relies on."""
