@@ -1,1 +1,4 @@
-"""The reference specification of OeMDM / LoMDM: one equation, one function (spec: shared/spec/oemdm-math.md)."""
+"""The reference specification of OeMDM / LoMDM: one equation, one function.
+
+Spec: shared/spec/oemdm-math.md.
+"""
