@@ -53,9 +53,10 @@ class TabularDenoiser:
             raise ValueError(f"TabularDenoiser: z has length {z.shape[-1]}, expected {self.length}")
         if bool((z < 0).any()) or bool((z > self.vocab_size).any()):
             raise ValueError(f"TabularDenoiser: z must lie in [0, {self.vocab_size}] (mask id = V)")
-        logits = self.table[encode_state(z, self.vocab_size)]
+        index = encode_state(z, self.vocab_size)
+        logits = self.table[index]
         if self.table_t is not None:
-            logits = logits + t.to(logits.dtype).reshape(*t.shape, 1, 1) * self.table_t[encode_state(z, self.vocab_size)]
+            logits = logits + t.to(logits.dtype).reshape(*t.shape, 1, 1) * self.table_t[index]
         return logits
 
 
