@@ -1,0 +1,184 @@
+"""The fused OeMDM row loss over logits (spec §1, Eq. 2 at masked rows) and its autograd wrapper.
+
+Per masked row r with clean token x_r, forward velocity A_r and reverse velocity Â_r:
+
+    loss_r = -A_r · log_softmax(logits_r)[x_r]  +  A_r (log A_r - log Â_r) - (A_r - Â_r)
+           =        L_main                      +          L_velocity
+
+Gradients (all exact, in closed form):
+
+    ∂loss_r/∂logits_r = A_r · (softmax(logits_r) - onehot(x_r))
+    ∂loss_r/∂A_r      = -log p_r[x_r] + log A_r - log Â_r
+    ∂loss_r/∂Â_r      = 1 - A_r / Â_r
+
+The forward pass computes the logit gradient while each row is being read (Triton: the row is re-read from
+L2 right after its statistics, see ``_triton.py``), stores it in the logits' dtype, and the backward only
+rescales it by ``grad_output``. So the one N×V tensor besides the logits is the gradient itself, in bf16 for
+bf16 logits: never an fp32 N×V copy. With ``torch.no_grad()`` (or when nothing requires grad) no gradient is
+computed or stored at all.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._backend import TRITON_INTERPRETED, resolve_backend
+from ._checks import check_float, check_int, check_same_device, check_shape, check_values
+
+__all__ = ["oemdm_row_loss", "row_loss_forward", "torch_row_loss_forward", "velocity_terms"]
+
+# Rows per chunk of the PyTorch fallback: bounds its fp32 temporaries to about 2**24 elements (64 MiB).
+_TORCH_CHUNK_ELEMS = 1 << 24
+
+
+def velocity_terms(A: Tensor, A_hat: Tensor) -> Tensor:
+    """L_velocity = A(log A - log Â) - (A - Â), with 0·log 0 = 0 at A = 0 (then it equals Â)."""
+    return torch.where(A > 0, A * (torch.log(A) - torch.log(A_hat)), torch.zeros_like(A)) - (A - A_hat)
+
+
+def torch_row_loss_forward(
+    logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, grad_out: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """PyTorch twin of the Triton forward: returns (loss, log_px), both (N,) fp32.
+
+    When ``grad_out`` (N, V) is given, A·(softmax - onehot) is written into it in its dtype. ``grad_out`` may
+    be ``logits`` itself (in-place: each row chunk is read completely before it is overwritten).
+    Works in row chunks so that the fp32 temporaries stay bounded whatever N is.
+    """
+    n, v = logits.shape
+    A32, Ah32 = A.float(), A_hat.float()
+    log_px = torch.empty(n, dtype=torch.float32, device=logits.device)
+    rows = max(1, _TORCH_CHUNK_ELEMS // max(v, 1))
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        x = logits[r0:r1].to(torch.float32, copy=True)
+        tgt = target[r0:r1].long().unsqueeze(1)
+        m = x.amax(dim=1, keepdim=True)
+        x_t = x.gather(1, tgt)
+        e = x.sub_(m).exp_()  # in place: x is our private fp32 copy
+        s = e.sum(dim=1, keepdim=True)
+        log_px[r0:r1] = (x_t - m - torch.log(s)).squeeze(1)
+        if grad_out is not None:
+            a = A32[r0:r1].unsqueeze(1)
+            g = e.mul_(a / s)  # A · softmax
+            g.scatter_add_(1, tgt, -a)  # - A · onehot(target)
+            grad_out[r0:r1].copy_(g)
+    loss = -A32 * log_px + velocity_terms(A32, Ah32)
+    return loss, log_px
+
+
+def row_loss_forward(
+    logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, grad_out: Tensor | None, backend: str
+) -> tuple[Tensor, Tensor]:
+    """Dispatch the forward (loss, log_px[, gradient into grad_out]) to the resolved backend."""
+    if backend == "triton":
+        from ._triton import triton_row_loss_forward
+
+        if TRITON_INTERPRETED and logits.dtype != torch.float32:
+            # The interpreter's bf16/fp16 arithmetic is wrong (environment.md): compute in fp32, store back.
+            g32 = None if grad_out is None else torch.empty(logits.shape, dtype=torch.float32)
+            loss, log_px = triton_row_loss_forward(logits.float(), target, A, A_hat, g32)
+            if grad_out is not None:
+                grad_out.copy_(g32)
+            return loss, log_px
+        return triton_row_loss_forward(logits, target, A, A_hat, grad_out)
+    return torch_row_loss_forward(logits, target, A, A_hat, grad_out)
+
+
+def rescale_rows_(grad: Tensor, grad_output: Tensor) -> Tensor:
+    """grad[r, :] *= grad_output[r] in place (the common grad_output ≡ 1 costs one tiny host read)."""
+    lo, hi = torch.stack([grad_output.min(), grad_output.max()]).tolist() if grad_output.numel() else (1, 1)
+    if lo == hi == 1.0:
+        return grad
+    if lo == hi:
+        return grad.mul_(lo)  # a scalar multiply: no broadcast index arithmetic
+    # In-place with type promotion: computed in fp32 per element and rounded once into grad's dtype.
+    return grad.mul_(grad_output.unsqueeze(1))
+
+
+class _RowLossFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, target, A, A_hat, backend, need_logit_grad):  # type: ignore[override]
+        grad = torch.empty_like(logits) if need_logit_grad else None
+        loss, log_px = row_loss_forward(logits, target, A, A_hat, grad, backend)
+        ctx.save_for_backward(log_px, A, A_hat)
+        ctx.grad = grad  # not saved_tensors: backward consumes (rescales) it in place
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        log_px, A, A_hat = ctx.saved_tensors
+        g = grad_output.float()
+        d_logits = d_A = d_Ah = None
+        if ctx.needs_input_grad[0]:
+            if ctx.grad is None:
+                raise RuntimeError(
+                    "oemdm_row_loss: backward called twice (retain_graph=True); the logit gradient is "
+                    "rescaled in place by the first backward and is gone. Recompute the loss instead."
+                )
+            d_logits, ctx.grad = rescale_rows_(ctx.grad, g), None
+        A32, Ah32 = A.float(), A_hat.float()
+        if ctx.needs_input_grad[2]:
+            d_A = (g * (-log_px + torch.log(A32) - torch.log(Ah32))).to(A.dtype)
+        if ctx.needs_input_grad[3]:
+            d_Ah = (g * (1.0 - A32 / Ah32)).to(A_hat.dtype)
+        return d_logits, None, d_A, d_Ah, None, None
+
+
+def validate_row_loss_inputs(fn: str, logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor) -> None:
+    """Shapes, dtypes, one device, target in [0, V), A ≥ 0 and Â ≥ 0 (ValueError otherwise)."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"{fn}: logits must be (N, V), got {shape}")
+    n, v = logits.shape
+    check_float(fn, "logits", logits)
+    if v == 0:
+        raise ValueError(f"{fn}: logits must have V ≥ 1 columns, got V = 0")
+    _validate_row_args(fn, n, v, target, A, A_hat)
+    check_same_device(fn, logits=logits, target=target, A=A, A_hat=A_hat)
+
+
+def _validate_row_args(fn: str, n: int, v: int, target: Tensor, A: Tensor, A_hat: Tensor) -> None:
+    check_shape(fn, "target", target, (n,))
+    check_int(fn, "target", target)
+    check_shape(fn, "A", A, (n,))
+    check_shape(fn, "A_hat", A_hat, (n,))
+    for name, t in (("A", A), ("A_hat", A_hat)):
+        if not t.is_floating_point():
+            raise ValueError(f"{fn}: {name} must be a floating tensor, got {t.dtype}")
+    check_values(
+        fn,
+        [
+            ("target", target, 0, v - 1, f"in [0, {v}) (V = {v})"),
+            ("A", A, 0.0, float("inf"), "non-negative and finite"),
+            ("A_hat", A_hat, 0.0, float("inf"), "non-negative and finite"),
+        ],
+    )
+
+
+def oemdm_row_loss(logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, *, backend: str = "auto") -> Tensor:
+    r"""Per-row OeMDM loss at masked rows: -A·log_softmax(logits)[target] + A(log A − log Â) − (A − Â).
+
+    Args:
+        logits: (N, V) float32 / bfloat16 / float16 logits over the real tokens (SUBS: no mask column).
+        target: (N,) integer clean tokens in [0, V).
+        A, A_hat: (N,) forward and reverse velocities, ≥ 0 (A = 0 gives the loss Â).
+        backend: "auto" | "triton" | "torch" (see :mod:`._backend`; env var ``OEMDM_KERNEL_BACKEND``).
+
+    Returns:
+        (N,) float32 losses, differentiable w.r.t. ``logits``, ``A`` and ``A_hat``. The log-softmax is always
+        computed in fp32; the logit gradient is stored in the logits' dtype. Under ``torch.no_grad()`` (or
+        when no input requires grad) nothing but the loss is computed.
+
+    The logit gradient is rescaled *in place* in the backward, so a second backward through the same call
+    (``retain_graph=True``) raises RuntimeError.
+    """
+    fn = "oemdm_row_loss"
+    validate_row_loss_inputs(fn, logits, target, A, A_hat)
+    chosen = resolve_backend(backend, logits.device, fn=fn)
+    grad_on = torch.is_grad_enabled()
+    need_logit_grad = grad_on and logits.requires_grad
+    if not (grad_on and (logits.requires_grad or A.requires_grad or A_hat.requires_grad)):
+        return row_loss_forward(logits, target, A, A_hat, None, chosen)[0]
+    return _RowLossFn.apply(logits, target, A, A_hat, chosen, need_logit_grad)
