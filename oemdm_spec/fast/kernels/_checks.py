@@ -50,7 +50,7 @@ def check_values(fn: str, checks: list[tuple[str, Tensor, float, float, str]]) -
             for _, t, _, _, _ in live
         ]
     ).tolist()
-    for (name, _, lo, hi, desc), (vmin, vmax, has_nan) in zip(live, stats):
+    for (name, _, lo, hi, desc), (vmin, vmax, has_nan) in zip(live, stats, strict=True):
         if has_nan:
             raise ValueError(f"{fn}: {name} contains NaN")
         if vmin < lo or vmax > hi:
