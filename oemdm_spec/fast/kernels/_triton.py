@@ -24,9 +24,9 @@ does), and autotune's repeated launches would then read gradients as logits. Lau
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
-import torch
 from torch import Tensor
 
 from ._backend import TRITON_INTERPRETED

@@ -66,9 +66,7 @@ def _chunk_grads(
         r1 = min(n, r0 + chunk)
         h = hidden[r0:r1]
         logits = torch.addmm(bias, h, wt) if bias is not None else h @ wt
-        lc, pc = row_loss_forward(
-            logits, target[r0:r1], A[r0:r1], A_hat[r0:r1], logits if any_grad else None, backend
-        )
+        lc, pc = row_loss_forward(logits, target[r0:r1], A[r0:r1], A_hat[r0:r1], logits if any_grad else None, backend)
         loss[r0:r1], log_px[r0:r1] = lc, pc
         if not any_grad:
             continue

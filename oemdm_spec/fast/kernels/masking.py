@@ -38,9 +38,7 @@ def log_q_grad_y(masked: Tensor, y: Tensor) -> Tensor:
     return torch.where(masked, torch.ones_like(y), -1.0 / torch.expm1(-y_safe))
 
 
-def _torch_forward_mask(
-    x: Tensor, t: Tensor, w: Tensor, K: int, seed: int, mask_id: int
-) -> tuple[Tensor, Tensor]:
+def _torch_forward_mask(x: Tensor, t: Tensor, w: Tensor, K: int, seed: int, mask_id: int) -> tuple[Tensor, Tensor]:
     """PyTorch fallback: (z, log_q) without autograd (the caller attaches the analytic gradient)."""
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
