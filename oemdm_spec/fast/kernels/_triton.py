@@ -39,8 +39,8 @@ _NEG_BIG = -3.0e38  # finite "−inf" for the running max: keeps exp(m_old − m
 
 @triton.jit
 def _velocity(a, ah):
-    """A(log A − log Â) − (A − Â), with 0·log 0 = 0."""
-    return tl.where(a > 0, a * (tl.log(a) - tl.log(ah)), 0.0) - (a - ah)
+    """A(log A − log Â) − (A − Â), with 0·log 0 = 0 (log of 1 in the discarded branch: no 0·(−inf))."""
+    return tl.where(a > 0, a * (tl.log(tl.where(a > 0, a, 1.0)) - tl.log(ah)), 0.0) - (a - ah)
 
 
 @triton.jit

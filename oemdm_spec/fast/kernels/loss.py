@@ -34,7 +34,8 @@ _TORCH_CHUNK_ELEMS = 1 << 24
 
 def velocity_terms(A: Tensor, A_hat: Tensor) -> Tensor:
     """L_velocity = A(log A - log Â) - (A - Â), with 0·log 0 = 0 at A = 0 (then it equals Â)."""
-    return torch.where(A > 0, A * (torch.log(A) - torch.log(A_hat)), torch.zeros_like(A)) - (A - A_hat)
+    safe_A = torch.where(A > 0, A, torch.ones_like(A))  # the discarded branch stays finite
+    return torch.where(A > 0, A * (torch.log(safe_A) - torch.log(A_hat)), torch.zeros_like(A)) - (A - A_hat)
 
 
 def torch_row_loss_forward(
