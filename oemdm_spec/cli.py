@@ -1,0 +1,326 @@
+"""``oemdm``: train, evaluate, sample from and compare masked diffusion language models.
+
+    oemdm train                      # LoMDM, tiny preset, embedded Shakespeare, CPU: a few minutes
+    oemdm train --model mdlm --steps 2000 --lr 5e-4
+    oemdm train --resume runs/NAME   # continue exactly where it stopped
+    oemdm eval runs/NAME [--text FILE] [--split test]
+    oemdm sample runs/NAME --num 4 --sampler first-hitting
+    oemdm compare                    # MDLM, GenMD4, BD3LM, AR, LoMDM on the same data/steps/seed
+    oemdm plot runs/NAME
+    oemdm bench                      # runs benchmarks/gpu.py and benchmarks/gpu_step.py (GPU)
+
+Bad input exits with code 2 and a message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Order-expressive masked diffusion (OeMDM) and learnable-order MDM (LoMDM), arXiv 2602.02112.
+
+`oemdm train` with no arguments trains LoMDM (learned generation order) on the embedded Shakespeare corpus
+with the CPU-sized `tiny` preset and prints the validation NELBO bound, a sample rendered with its
+generation order, and where the checkpoint, logs and plots went (runs/<timestamp>-lomdm/).
+Every training setting is a `--key value` override: see `oemdm train --help`.
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit code 2."""
+
+
+def _fail(msg: str) -> int:
+    print(f"oemdm: error: {msg}", file=sys.stderr)
+    return 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def load_run(path: str, use_ema: bool = True):
+    """(model, config, tokenizer, checkpoint dir) from a run directory or checkpoint."""
+    import torch
+
+    from oemdm_spec.data import get_tokenizer
+    from oemdm_spec.fast.checkpoint import load_checkpoint
+    from oemdm_spec.fast.config import TrainConfig
+    from oemdm_spec.fast.model import OeMDM
+
+    try:
+        ck = load_checkpoint(path)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    cfg = TrainConfig.from_dict(ck["config"])
+    tok = get_tokenizer(cfg.tokenizer)
+    model = OeMDM(cfg.model_config(tok.vocab_size))
+    weights = ck["ema"] if use_ema and ck["ema"] is not None else ck["model"]
+    model.load_state_dict(weights)
+    model.eval()
+    torch.set_grad_enabled(False)
+    return model, cfg, tok, Path(ck["dir"])
+
+
+def unit_for(tokenizer_name: str) -> str:
+    return "char" if tokenizer_name == "char" else "token"
+
+
+def draw_and_render(model, tok, cfg, out_png: Path, *, num: int, seed: int, sampler: str = "first-hitting",
+                    steps: int = 0, init=None, length: int | None = None) -> tuple[str, float]:
+    """Draw samples, write the order heatmap PNG; return the first sample rendered with its order."""
+    from oemdm_spec.fast.plots import plot_order_heatmap
+    from oemdm_spec.fast.sample import render_with_order, sample, sample_entropy
+
+    tokens, order = sample(model, num, length=length, sampler=sampler, steps=steps, seed=seed, init=init)
+    pieces = [[tok.decode([int(i)]) for i in row] for row in tokens]
+    texts = ["".join(p) for p in pieces] if cfg.tokenizer == "char" else None
+    plot_order_heatmap(order, out_png, texts=texts, title=f"{cfg.model}: generation order ({sampler})")
+    ent = sample_entropy(tokens)
+    return render_with_order(pieces[0], order[0].tolist()), ent
+
+
+# ----------------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from oemdm_spec.fast.config import ConfigError, build_config, parse_overrides
+    from oemdm_spec.fast.plots import plot_order_stats, plot_training
+    from oemdm_spec.fast.train import train
+
+    try:
+        overrides = parse_overrides(extra)
+        cfg = None if args.resume else build_config(overrides)
+    except ConfigError as e:
+        return _fail(str(e))
+    try:
+        res = train(cfg, resume=args.resume, overrides=overrides if args.resume else None)
+    except (ConfigError, FileNotFoundError) as e:
+        return _fail(str(e))
+    if res.eval is None:  # non-zero DDP ranks
+        return 0
+    cfg = res.config
+    unit = unit_for(cfg.tokenizer)
+    run = res.run_dir
+    plot_training(run / "log.csv", run / "training.png", title=f"{cfg.model} ({cfg.preset})")
+    pngs = [run / "training.png"]
+    if cfg.model in ("lomdm", "genmd4") and plot_order_stats(run / "order_stats.csv", run / "order_stats.png"):
+        pngs.append(run / "order_stats.png")
+    model = res.ema if res.ema is not None else res.model
+    import torch
+
+    with torch.no_grad():
+        rendered, ent = draw_and_render(model.cpu(), res.tokenizer, cfg, run / "order_heatmap.png",
+                                        num=cfg.num_samples, seed=cfg.seed, length=cfg.sample_len)
+    pngs.append(run / "order_heatmap.png")
+    ev = res.eval
+    print()
+    print(f"== {cfg.model} trained {res.final_step} steps in {res.wall_s / 60:.1f} min "
+          f"({res.tokens_per_s:,.0f} tokens/s) ==")
+    print(f"validation bound ({ev.n_tokens} {unit}s, EMA weights):")
+    print(f"  NELBO <= {ev.bits:.4f} ± {ev.se / math.log(2):.4f} bits/{unit}   "
+          f"({ev.nelbo:.4f} nats/{unit});  perplexity <= {ev.perplexity:.3f}")
+    print(f"  estimator: {ev.estimator}")
+    print(f"sample (first-hitting sampler, float64; digit row = decile of the unmask step, 0 = first; "
+          f"sample entropy {ent:.3f} nats):")
+    print(rendered)
+    print(f"checkpoint: {run / 'checkpoints'}")
+    print(f"logs:       {run / 'log.csv'}" + (f", {run / 'order_stats.csv'}" if cfg.model == "lomdm" else "")
+          + f", {run / 'summary.json'}, {run / 'config.json'}")
+    print("plots:      " + ", ".join(str(p) for p in pngs))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        return _fail(f"unexpected arguments for eval: {' '.join(extra)}")
+    from oemdm_spec.data import PackedDataset
+    from oemdm_spec.fast.evaluate import evaluate_bound
+    from oemdm_spec.fast.train import load_text
+
+    model, cfg, tok, ck = load_run(args.run, use_ema=not args.no_ema)
+    if args.text:
+        p = Path(args.text)
+        if not p.is_file():
+            return _fail(f"--text: no such file {args.text!r}")
+        try:
+            ids = tok.encode(p.read_text(encoding="utf-8"))
+        except (ValueError, KeyError) as e:
+            return _fail(f"--text: cannot tokenize with the run's {cfg.tokenizer!r} tokenizer: {e}")
+        source = str(p)
+    else:
+        ids = tok.encode(load_text(cfg)[args.split])
+        source = f"{cfg.data}:{args.split}"
+    if len(ids) < cfg.seq_len:
+        return _fail(f"text has {len(ids)} tokens, fewer than seq_len={cfg.seq_len}")
+    ds = PackedDataset(ids, cfg.seq_len)
+    ev = evaluate_bound(model, ds.iter_eval_batches(args.batch_size), seed=args.seed, repeats=args.repeats,
+                        max_batches=args.max_batches or None)
+    unit = unit_for(cfg.tokenizer)
+    print(f"{cfg.model} @ {ck} on {source}")
+    print(ev.describe(unit))
+    print(f"estimator: {ev.estimator}; seed {args.seed}, repeats {args.repeats}")
+    return 0
+
+
+def parse_infill(text: str, tok, placeholder: str):
+    """A string where ``placeholder`` characters are positions to generate (char tokenizer)."""
+    import torch
+
+    ids = []
+    m = tok.vocab_size
+    for ch in text:
+        ids.append(m if ch == placeholder else tok.encode(ch)[0])
+    return torch.tensor(ids)[None]
+
+
+def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        return _fail(f"unexpected arguments for sample: {' '.join(extra)}")
+    from oemdm_spec.fast.sample import SAMPLERS
+
+    if args.sampler not in SAMPLERS:
+        return _fail(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+    model, cfg, tok, ck = load_run(args.run)
+    init = None
+    length = args.length or cfg.seq_len
+    if args.infill:
+        if cfg.tokenizer != "char":
+            return _fail("--infill needs a char-tokenizer run")
+        try:
+            init = parse_infill(args.infill, tok, args.placeholder).repeat(args.num, 1)
+        except (ValueError, KeyError, IndexError) as e:
+            return _fail(f"--infill: {e}")
+        length = init.shape[1]
+    out = Path(args.out) if args.out else ck.parent.parent / "samples_order.png"
+    import torch
+
+    from oemdm_spec.fast.plots import plot_order_heatmap
+    from oemdm_spec.fast.sample import render_with_order, sample, sample_entropy
+
+    tokens, order = sample(model, args.num, length=length, sampler=args.sampler, steps=args.steps,
+                           seed=args.seed, init=init)
+    for i, row in enumerate(tokens):
+        pieces = [tok.decode([int(j)]) for j in row]
+        print(f"--- sample {i} ---")
+        print(render_with_order(pieces, order[i].tolist()))
+    texts = ["".join(tok.decode([int(j)]) for j in row) for row in tokens] if cfg.tokenizer == "char" else None
+    plot_order_heatmap(order, out, texts=texts, title=f"{cfg.model}: generation order ({args.sampler})")
+    print(f"sample entropy: {sample_entropy(tokens):.3f} nats (token-histogram entropy per sample, mean)")
+    print(f"order heatmap: {out}")
+    del torch
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from oemdm_spec.fast.compare import run_compare
+    from oemdm_spec.fast.config import ConfigError, parse_overrides
+
+    try:
+        overrides = parse_overrides(extra)
+        return run_compare(args.models.split(","), overrides, out=args.out)
+    except ConfigError as e:
+        return _fail(str(e))
+
+
+def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        return _fail(f"unexpected arguments for plot: {' '.join(extra)}")
+    from oemdm_spec.fast.plots import plot_order_stats, plot_training
+
+    run = Path(args.run)
+    if not (run / "log.csv").exists():
+        return _fail(f"no log.csv in {args.run!r} (expected a run directory)")
+    outs = [plot_training(run / "log.csv", run / "training.png", title=run.name)]
+    if (run / "order_stats.csv").exists():
+        p = plot_order_stats(run / "order_stats.csv", run / "order_stats.png")
+        if p:
+            outs.append(p)
+    for p in outs:
+        print(p)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, extra: list[str]) -> int:
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    scripts = [root / "gpu.py", root / "gpu_step.py"]
+    found = [s for s in scripts if s.exists()]
+    if not found:
+        return _fail(f"no benchmark scripts found under {root}")
+    rc = 0
+    for s in found:
+        print(f"== {s.name} ==", flush=True)
+        rc = max(rc, subprocess.call([sys.executable, str(s), *extra]))
+    return rc
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from oemdm_spec.fast.config import config_help
+
+    p = argparse.ArgumentParser(prog="oemdm", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Run `oemdm COMMAND --help` for the options of each command.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    tr = sub.add_parser("train", help="train a model (default: LoMDM, tiny preset, ~5 min on CPU)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Train a model. Any config key can be overridden with --key value.",
+                        epilog="config keys (default with the tiny preset, meaning):\n" + config_help())
+    tr.add_argument("--resume", metavar="RUN", help="continue a run directory exactly where it stopped")
+    ev = sub.add_parser("eval", help="NELBO bound and perplexity bound with MC standard error")
+    ev.add_argument("run", help="run directory or checkpoint directory")
+    ev.add_argument("--text", help="evaluate zero-shot on this text file instead of a corpus split")
+    ev.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    ev.add_argument("--seed", type=int, default=1234)
+    ev.add_argument("--repeats", type=int, default=1, help="antithetic MC pairs per sequence")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--max-batches", type=int, default=0, help="0: the whole split")
+    ev.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    sa = sub.add_parser("sample", help="draw samples (float64), print them with their order, write a heatmap")
+    sa.add_argument("run")
+    sa.add_argument("--num", type=int, default=4)
+    sa.add_argument("--sampler", default="first-hitting", help="first-hitting, grid or topk")
+    sa.add_argument("--steps", type=int, default=0, help="grid sampler steps (0: L)")
+    sa.add_argument("--length", type=int, default=0)
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--infill", help="text with placeholder chars marking the positions to generate")
+    sa.add_argument("--placeholder", default="_")
+    sa.add_argument("--out", help="heatmap PNG path (default: RUN/samples_order.png)")
+    co = sub.add_parser("compare", help="train MDLM, GenMD4, BD3LM, AR, LoMDM alike; table + plots",
+                        description="Train several model types on the same data, steps and seed; extra "
+                                    "--key value overrides apply to all of them.")
+    co.add_argument("--models", default="mdlm,genmd4,bd3lm,ar,lomdm")
+    co.add_argument("--out", default="", help="output directory (default runs/compare-<timestamp>)")
+    pl = sub.add_parser("plot", help="redraw the PNG plots of a run from its CSV logs")
+    pl.add_argument("run")
+    sub.add_parser("bench", help="GPU benchmarks (benchmarks/gpu.py, benchmarks/gpu_step.py)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return int(e.code or 0)
+    handlers = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "compare": cmd_compare,
+                "plot": cmd_plot, "bench": cmd_bench}
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return handlers[args.command](args, extra)
+    except UsageError as e:
+        return _fail(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Run configuration: one dataclass, presets, and ``--key value`` overrides with helpful errors.
+
+A config is saved as ``config.json`` with every run and checkpoint, and a resumed run reloads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .model import MODEL_TYPES, ModelConfig
+
+
+class ConfigError(ValueError):
+    """Bad configuration input (the CLI turns it into exit code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = field(default="lomdm", metadata={"help": f"model type: {', '.join(MODEL_TYPES)}"})
+    preset: str = field(default="tiny", metadata={"help": "size preset: tiny (CPU, minutes) or gpt2-small"})
+    name: str = field(default="", metadata={"help": "run name (default: a timestamp); output in out_dir/name"})
+    out_dir: str = field(default="runs", metadata={"help": "parent directory of run directories"})
+    # data
+    data: str = field(default="embedded", metadata={"help": "'embedded' (Shakespeare) or a path to a text file"})
+    tokenizer: str = field(default="char", metadata={"help": "char, gpt2 or bert-base-uncased"})
+    seq_len: int = field(default=128, metadata={"help": "sequence length L (packed)"})
+    # backbone
+    n_layer: int = field(default=4, metadata={"help": "transformer layers of the backbone"})
+    n_head: int = field(default=4, metadata={"help": "attention heads"})
+    d_model: int = field(default=128, metadata={"help": "model width"})
+    cond_dim: int = field(default=64, metadata={"help": "adaLN conditioning width"})
+    time_conditioning: bool = field(default=False, metadata={"help": "feed t to the denoiser (not cacheable)"})
+    # objective
+    c1: float = field(default=0.7, metadata={"help": "LoMDM: w = c1 + c2*NormSig(.)"})
+    c2: float = field(default=0.65, metadata={"help": "LoMDM: w = c1 + c2*NormSig(.), need c1 > c2 >= 0"})
+    K: int = field(default=2, metadata={"help": "masks per sequence for the RLOO surrogate (lomdm, genmd4)"})
+    t_min: float = field(default=1e-3, metadata={"help": "training clamp t >= t_min"})
+    block_size: int = field(default=4, metadata={"help": "BD3LM block length L'"})
+    # optimisation
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "global batch (sequences), split over DDP ranks"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    head_lr: float = field(default=0.0, metadata={"help": "lr of the scheduler heads (0: same as lr)"})
+    warmup: int = field(default=50, metadata={"help": "linear warm-up steps"})
+    lr_decay: str = field(default="cosine", metadata={"help": "after warm-up: constant or cosine (to 10%)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (matrices only)"})
+    beta2: float = field(default=0.99, metadata={"help": "AdamW beta2"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: off)"})
+    ema: float = field(default=0.99, metadata={"help": "EMA decay of the weights used for eval/sampling (0: off)"})
+    seed: int = field(default=0, metadata={"help": "seed: all randomness of step s derives from (seed, s)"})
+    # logging / evaluation / checkpoints
+    log_every: int = field(default=10, metadata={"help": "CSV log interval (steps)"})
+    eval_every: int = field(default=100, metadata={"help": "validation NELBO interval (steps, 0: end only)"})
+    eval_batches: int = field(default=4, metadata={"help": "validation batches per periodic eval"})
+    final_eval_batches: int = field(default=16, metadata={"help": "validation batches for the final bound"})
+    eval_batch_size: int = field(default=64, metadata={"help": "sequences per eval batch"})
+    order_stats_every: int = field(default=50, metadata={"help": "learned-order statistics interval (lomdm)"})
+    ckpt_every: int = field(default=200, metadata={"help": "checkpoint interval (steps; one is written at the end)"})
+    sample_len: int = field(default=128, metadata={"help": "length of the final sample"})
+    num_samples: int = field(default=4, metadata={"help": "samples drawn at the end (heatmap rows)"})
+    stop_at: int = field(default=0, metadata={"help": "stop+checkpoint at this step, schedule unchanged (0: off)"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop early after this wall time (0: no limit)"})
+    # hardware
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    compile: str = field(default="auto", metadata={"help": "torch.compile the backbone: auto (on GPU), yes, no"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32"})
+    threads: int = field(default=0, metadata={"help": "CPU intra-op threads (0: torch default)"})
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size, seq_len=self.seq_len, model_type=self.model, n_layer=self.n_layer,
+            n_head=self.n_head, d_model=self.d_model, cond_dim=self.cond_dim,
+            time_conditioning=self.time_conditioning, c1=self.c1, c2=self.c2, block_size=self.block_size,
+        )
+
+    def validate(self) -> None:
+        if self.model not in MODEL_TYPES:
+            raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, got {self.model!r}")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if not (self.c2 >= 0 and self.c1 > self.c2):
+            raise ConfigError(f"need c1 > c2 >= 0 (w = c1 + c2*NormSig stays > 0), got c1={self.c1}, c2={self.c2}")
+        if not 0 < self.t_min < 1:
+            raise ConfigError(f"t_min must lie in (0, 1), got {self.t_min}")
+        for key in ("steps", "batch_size", "seq_len", "n_layer", "n_head", "d_model", "K", "block_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
+            raise ConfigError(f"d_model ({self.d_model}) must split into n_head ({self.n_head}) even-sized heads")
+        if self.model == "bd3lm" and self.seq_len % self.block_size:
+            raise ConfigError(f"seq_len ({self.seq_len}) must be a multiple of block_size ({self.block_size})")
+        if self.model in ("bd3lm", "ar") and self.time_conditioning:
+            raise ConfigError(f"time_conditioning is not supported for model={self.model}")
+        choices = {"lr_decay": ("constant", "cosine"), "device": ("auto", "cpu", "cuda"),
+                   "compile": ("auto", "yes", "no"), "dtype": ("auto", "bf16", "fp32")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str) -> TrainConfig:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+# Presets set sizes and schedules; explicit --key value overrides always win.
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU: ~0.7M-parameter backbone, trains LoMDM in ~5 minutes on 2 cores.
+    "tiny": dict(seq_len=128, n_layer=4, n_head=4, d_model=128, cond_dim=64, batch_size=32, steps=600, lr=1e-3,
+                 warmup=50, ema=0.99, eval_every=100),
+    # The paper's setup: 12 x 768, 12 heads, +1 layer each for phi/psi; AdamW lr 3e-4, 2,500 warm-up, batch 512.
+    "gpt2-small": dict(tokenizer="gpt2", seq_len=1024, n_layer=12, n_head=12, d_model=768, cond_dim=128,
+                       batch_size=512, steps=1_000_000, lr=3e-4, warmup=2500, lr_decay="constant",
+                       weight_decay=0.0, beta2=0.999, ema=0.9999, eval_every=10_000, ckpt_every=10_000,
+                       log_every=100, order_stats_every=1000, final_eval_batches=64),
+}
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.type for f in fields(TrainConfig)}
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """Convert a command-line string to the field's type (annotations are strings under __future__)."""
+    typ = _field_types()[key]
+    try:
+        if typ in ("bool", bool):
+            low = raw.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ in ("int", int):
+            return int(raw)
+        if typ in ("float", float):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"--{key}: expected {typ}, got {raw!r}") from None
+    return raw
+
+
+def unknown_key_message(key: str) -> str:
+    names = [f.name for f in fields(TrainConfig)]
+    close = difflib.get_close_matches(key.replace("-", "_"), names, n=1, cutoff=0.4)
+    hint = f"; did you mean --{close[0]}?" if close else ""
+    return f"unknown config key --{key}{hint} (see `oemdm train --help` for all keys)"
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Parse ``--key value`` / ``--key=value`` pairs (``-`` and ``_`` are interchangeable in keys)."""
+    names = {f.name for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise ConfigError(f"expected --key value, got {tok!r}")
+        key, eq, val = tok[2:].partition("=")
+        key = key.replace("-", "_")
+        if key not in names:
+            raise ConfigError(unknown_key_message(key))
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"--{key} needs a value")
+            val = args[i + 1]
+            i += 1
+        out[key] = parse_value(key, val)
+        i += 1
+    return out
+
+
+def build_config(overrides: dict[str, Any] | None = None, base: TrainConfig | None = None) -> TrainConfig:
+    """Defaults ← preset ← overrides; validated."""
+    overrides = dict(overrides or {})
+    cfg = base or TrainConfig()
+    preset = overrides.get("preset", cfg.preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if base is None:
+        cfg = dataclasses.replace(cfg, **PRESETS[preset])
+    cfg = dataclasses.replace(cfg, **overrides)
+    cfg.validate()
+    return cfg
+
+
+def config_help() -> str:
+    """One line per key with its default (tiny preset applied) and meaning, for ``oemdm train --help``."""
+    cfg = build_config()
+    lines = []
+    for f in fields(TrainConfig):
+        lines.append(f"  --{f.name:<20} {str(getattr(cfg, f.name)):<12} {f.metadata.get('help', '')}")
+    return "\n".join(lines)

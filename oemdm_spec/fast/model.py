@@ -1,0 +1,314 @@
+"""The DiT-style denoiser shared by every model type, and the LoMDM / GenMD4 scheduler heads.
+
+One readable file, nanoGPT style. The backbone is a bidirectional transformer with
+- adaLN-Zero conditioning (DiT): every block's shift/scale/gate comes from a conditioning vector c and
+  starts at zero, so each block is the identity at initialisation;
+- rotary position embeddings on queries and keys;
+- attention through ``torch.nn.functional.scaled_dot_product_attention`` (any backend, no flash-attn pin);
+- an untied, zero-initialised output layer over the V real tokens only (SUBS: the mask id m = V has an
+  input embedding but never receives output mass).
+
+It is *time-agnostic* by default: c is a learned constant vector, so x_θ(z_t) does not depend on t and a
+sampler may reuse a forward pass while nothing changes. ``time_conditioning=True`` feeds a sinusoidal
+embedding of t instead.
+
+Model types (``ModelConfig.model_type``) share this backbone and the OeMDM loss (see ``objectives.py``):
+``lomdm`` (φ/ψ heads), ``mdlm``, ``genmd4`` (learnable per-vocabulary exponent), ``bd3lm`` (block-causal
+attention over [z_t ; x]) and ``ar`` (plain causal model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MODEL_TYPES = ("lomdm", "mdlm", "genmd4", "bd3lm", "ar")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int  # V real tokens; the mask id is V
+    seq_len: int
+    model_type: str = "lomdm"
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    cond_dim: int = 64
+    mlp_ratio: int = 4
+    time_conditioning: bool = False
+    c1: float = 0.7  # LoMDM: w = c1 + c2·NormSig(·)
+    c2: float = 0.65
+    block_size: int = 4  # BD3LM block length L'
+
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"ModelConfig: model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
+            raise ValueError(
+                f"ModelConfig: d_model ({self.d_model}) must split into n_head ({self.n_head}) heads of even size"
+            )
+        if self.model_type == "lomdm" and not (self.c2 >= 0 and self.c1 > self.c2):
+            # w = c1 + c2·NormSig ∈ (c1 − c2, c1 + c2); c1 ≤ c2 would allow w ≤ 0 (no schedule).
+            raise ValueError(f"ModelConfig: LoMDM needs c1 > c2 >= 0, got c1={self.c1}, c2={self.c2}")
+        if self.model_type == "bd3lm" and self.seq_len % self.block_size:
+            raise ValueError(
+                f"ModelConfig: seq_len ({self.seq_len}) must be a multiple of block_size ({self.block_size})"
+            )
+
+    @property
+    def mask_id(self) -> int:
+        return self.vocab_size
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def rotary_tables(positions: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos/sin tables (len(positions), head_dim) for rotate-half RoPE."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], attn_mask: Tensor | None, causal: bool) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+class MLP(nn.Sequential):
+    def __init__(self, d_model: int, ratio: int) -> None:
+        super().__init__(
+            nn.Linear(d_model, ratio * d_model), nn.GELU(approximate="tanh"), nn.Linear(ratio * d_model, d_model)
+        )
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero modulation from the conditioning vector c."""
+
+    def __init__(self, d_model: int, n_head: int, cond_dim: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.attn = SelfAttention(d_model, n_head)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.mlp = MLP(d_model, mlp_ratio)
+        self.ada = nn.Linear(cond_dim, 6 * d_model)
+        nn.init.zeros_(self.ada.weight)  # adaLN-Zero: gates start at 0, the block is the identity
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: Tensor, c: Tensor, rope: tuple[Tensor, Tensor], attn_mask: Tensor | None,
+                causal: bool) -> Tensor:
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c))[:, None, :].chunk(6, dim=-1)
+        x = x + g1 * self.attn(modulate(self.norm1(x), sh1, sc1), rope, attn_mask, causal)
+        return x + g2 * self.mlp(modulate(self.norm2(x), sh2, sc2))
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal embedding of t followed by an MLP (only with ``time_conditioning=True``)."""
+
+    def __init__(self, cond_dim: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device).float() / half)
+        args = 1000.0 * t.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the backbone
+
+
+class DiT(nn.Module):
+    """The denoiser backbone. ``features`` returns the final hidden states f (B, N, d) — the input of the
+    output layer — and ``logits`` applies the output layer; the trainer calls the output layer only at masked
+    rows, through the fused linear+loss kernel, so the full (B, L, V) logits are never formed in training."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size + 1, d)  # + the mask id
+        nn.init.normal_(self.embed.weight, std=0.02)
+        if cfg.time_conditioning:
+            self.time_embed: TimeEmbedding | None = TimeEmbedding(cfg.cond_dim)
+        else:
+            self.time_embed = None
+            self.cond = nn.Parameter(torch.randn(cfg.cond_dim) * 0.02)  # a constant c: time-agnostic
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.n_head, cfg.cond_dim, cfg.mlp_ratio) for _ in range(cfg.n_layer))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False)
+        self.ada_out = nn.Linear(cfg.cond_dim, 2 * d)
+        self.out = nn.Linear(d, cfg.vocab_size)  # untied from the embedding
+        for lin in (self.ada_out, self.out):  # zero init: x_θ starts uniform, training starts at log V
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def conditioning(self, batch: int, t: Tensor | None, device: torch.device) -> Tensor:
+        if self.time_embed is None:
+            return self.cond.expand(batch, -1)
+        if t is None:
+            raise ValueError("DiT: this model is time-conditioned; pass t")
+        return self.time_embed(t)
+
+    def features(self, z: Tensor, t: Tensor | None = None, *, positions: Tensor | None = None,
+                 attn_mask: Tensor | None = None, causal: bool = False) -> Tensor:
+        """Final hidden states (B, N, d) of token ids z (B, N); ``positions`` (N,) default to 0..N−1."""
+        b, n = z.shape
+        if positions is None:
+            positions = torch.arange(n, device=z.device)
+        rope = rotary_tables(positions, self.cfg.d_model // self.cfg.n_head)
+        c = self.conditioning(b, t, z.device)
+        h = self.embed(z)
+        for block in self.blocks:
+            h = block(h, c, rope, attn_mask, causal)
+        shift, scale = self.ada_out(F.silu(c))[:, None, :].chunk(2, dim=-1)
+        return modulate(self.norm_out(h), shift, scale)
+
+    def logits(self, h: Tensor) -> Tensor:
+        return self.out(h)
+
+    def forward(self, z: Tensor, t: Tensor | None = None) -> Tensor:
+        """The architecture contract's denoiser: (B, L) ids → (B, L, V) logits over the real tokens."""
+        return self.logits(self.features(z, t))
+
+
+class OrderHead(nn.Module):
+    """g_φ or g_ψ: one transformer layer of the backbone's width plus a scalar head (spec §3).
+
+    It reads *detached* backbone features; the caller detaches (see ``OeMDM.w_phi`` / ``OeMDM.w_psi``). The
+    scalar head starts at zero, so NormSig = 0 and w ≡ c1 at initialisation: the constant-w control."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.block = DiTBlock(d, cfg.n_head, cfg.cond_dim, cfg.mlp_ratio)
+        self.cond = nn.Parameter(torch.randn(cfg.cond_dim) * 0.02)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        # adaLN-Zero would make this block the identity *and* freeze its gates' gradients behind a zero head;
+        # a small non-zero init lets the layer contribute from the first step.
+        nn.init.normal_(self.block.ada.weight, std=0.02)
+
+    def forward(self, f: Tensor) -> Tensor:
+        b, n, _ = f.shape
+        rope = rotary_tables(torch.arange(n, device=f.device), f.shape[-1] // self.block.attn.n_head)
+        h = self.block(f, self.cond.expand(b, -1), rope, None, False)
+        return self.head(self.norm(h)).squeeze(-1)  # (B, N) scores
+
+
+def norm_sig(v: Tensor, valid: Tensor | None = None) -> Tensor:
+    """NormSig(v)_i = σ(v_i) − mean_j σ(v_j), the mean over real (non-padding) positions only."""
+    s = torch.sigmoid(v.float())
+    if valid is None:
+        return s - s.mean(dim=-1, keepdim=True)
+    validf = valid.to(s.dtype)
+    mean = (s * validf).sum(-1, keepdim=True) / validf.sum(-1, keepdim=True).clamp_min(1.0)
+    return (s - mean) * validf
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model: backbone + per-type parts
+
+
+class OeMDM(nn.Module):
+    """Backbone plus whatever a model type needs on top of it.
+
+    - ``lomdm``: ``phi`` (forward scheduler, reads f(x)) and ``psi`` (reverse scheduler, reads f(z_t));
+    - ``genmd4``: ``log_w_vocab`` (V,), the log of the per-vocabulary exponent w (init 0: MDLM);
+    - ``bd3lm``: the block-causal mask over [z_t ; x];
+    - ``ar``: causal attention over [m, x¹..x^{L−1}] (the mask id doubles as beginning-of-sequence).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = DiT(cfg)
+        if cfg.model_type == "lomdm":
+            self.phi = OrderHead(cfg)
+            self.psi = OrderHead(cfg)
+        if cfg.model_type == "genmd4":
+            self.log_w_vocab = nn.Parameter(torch.zeros(cfg.vocab_size))
+        if cfg.model_type == "bd3lm":
+            self.register_buffer("bd_mask", block_causal_mask(cfg.seq_len, cfg.block_size), persistent=False)
+
+    # --- LoMDM scheduler exponents ------------------------------------------------------------------------
+    def exponent(self, head: OrderHead, features: Tensor, valid: Tensor | None = None) -> Tensor:
+        """w = c1 + c2·NormSig(g(sg(f))) — the detach is what keeps θ out of the scheduler losses."""
+        return self.cfg.c1 + self.cfg.c2 * norm_sig(head(features.detach()), valid)
+
+    def w_phi(self, fx: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.exponent(self.phi, fx, valid)
+
+    def w_psi(self, fz: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.exponent(self.psi, fz, valid)
+
+    def scheduler_parameters(self) -> list[nn.Parameter]:
+        """Parameters that may get their own learning rate (φ, ψ heads; GenMD4's w)."""
+        if self.cfg.model_type == "lomdm":
+            return [*self.phi.parameters(), *self.psi.parameters()]
+        if self.cfg.model_type == "genmd4":
+            return [self.log_w_vocab]
+        return []
+
+    # --- BD3LM and AR forward passes ----------------------------------------------------------------------
+    def bd3lm_features(self, z: Tensor, x: Tensor) -> Tensor:
+        """Features of the noisy half of [z_t ; x] (B, L, d) under the block-causal mask."""
+        L = self.cfg.seq_len
+        pos = torch.arange(L, device=z.device)
+        h = self.backbone.features(torch.cat([z, x], dim=1), positions=torch.cat([pos, pos]),
+                                   attn_mask=self.bd_mask)
+        return h[:, :L]
+
+    def ar_features(self, x: Tensor) -> Tensor:
+        """Features predicting x^i from x^{<i} (B, L, d): input is x shifted right behind the mask id."""
+        inp = torch.cat([torch.full_like(x[:, :1], self.cfg.mask_id), x[:, :-1]], dim=1)
+        return self.backbone.features(inp, causal=True)
+
+
+def block_causal_mask(seq_len: int, block_size: int) -> Tensor:
+    """Boolean (2L, 2L) attention mask over [z_t ; x] (True = may attend), as in BD3LM.
+
+    A query in the noisy block b sees the noisy block b and the clean blocks < b; a query in the clean block
+    b sees the clean blocks ≤ b. So x_θ for block b is conditioned on exactly (z_t^b, x^{<b})."""
+    blk = torch.arange(seq_len) // block_size
+    qb, kb = blk[:, None], blk[None, :]
+    noisy_noisy = qb == kb
+    noisy_clean = kb < qb
+    clean_clean = kb <= qb
+    clean_noisy = torch.zeros(seq_len, seq_len, dtype=torch.bool)
+    top = torch.cat([noisy_noisy, noisy_clean], dim=1)
+    bottom = torch.cat([clean_noisy, clean_clean], dim=1)
+    return torch.cat([top, bottom], dim=0)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

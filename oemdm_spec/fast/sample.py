@@ -1,0 +1,184 @@
+"""Samplers (spec §3 "Sampler", "Order semantics"): tokens are always drawn in float64.
+
+- ``first-hitting`` (default): reveals one position per step, position i with probability
+  ŵ_i / Σ_{masked j} ŵ_j, its token from x_θ^i. With a time-agnostic denoiser this is *exact* for the
+  continuous-time reverse process (in log-time every masked position has a constant hazard ŵ_i).
+  ŵ = w_ψ(z) for LoMDM, Σ_v w_v μ_θ[v] for GenMD4, 1 for MDLM (uniform order).
+- ``grid``: T steps on the power grid t_k = (k/T)^p, p = 1/min ŵ; each masked i unmasks from t to s with
+  probability 1 − (s/t)^{ŵ_i}; everything left is revealed at t_0 = 0. The pass is reused when nothing changed.
+- ``topk``: deterministic order: reveal the masked position with the largest ŵ (ties: lowest index).
+BD3LM samples block by block (first-hitting, uniform inside the block); AR samples left to right.
+Fixed positions (infilling / prefixes) are given as a partially masked start state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .model import OeMDM
+from .objectives import genmd4_log_w
+
+SAMPLERS = ("first-hitting", "grid", "topk")
+
+
+@torch.no_grad()
+def _pass(model: OeMDM, z: Tensor) -> tuple[Tensor, Tensor]:
+    """One denoiser pass: token probabilities x_θ (B, L, V) in float64 and reverse rates ŵ (B, L)."""
+    typ = model.cfg.model_type
+    feats = model.backbone.features(z, None)
+    logits = model.backbone.logits(feats).double()
+    B, L = z.shape
+    if typ == "genmd4":
+        log_w = genmd4_log_w(model).double()
+        logp = torch.log_softmax(logits, -1)
+        rate = torch.exp(torch.logsumexp(logp + log_w, -1))
+        probs = torch.softmax(logp + log_w, -1)  # x_θ ∝ w_v μ_θ[v]
+        return probs, rate
+    probs = torch.softmax(logits, -1)
+    if typ == "lomdm":
+        return probs, model.w_psi(feats).double()
+    return probs, torch.ones(B, L, dtype=torch.float64, device=z.device)
+
+
+def _draw_tokens(probs: Tensor, g: torch.Generator) -> Tensor:
+    flat = probs.reshape(-1, probs.shape[-1]).cpu()
+    return torch.multinomial(flat, 1, generator=g).view(probs.shape[:-1]).to(probs.device)
+
+
+@torch.no_grad()
+def sample(model: OeMDM, num: int, *, length: int | None = None, sampler: str = "first-hitting",
+           steps: int = 0, seed: int = 0, init: Tensor | None = None,
+           device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Draw ``num`` sequences. Returns (tokens (num, L), order (num, L)): the step at which each position was
+    revealed (−1 for fixed positions given in ``init``, where the mask id marks positions to generate)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sample: sampler must be one of {SAMPLERS}, got {sampler!r}")
+    was_training = model.training
+    model.eval()
+    L = length or model.cfg.seq_len
+    m = model.cfg.mask_id
+    g = torch.Generator().manual_seed(seed)
+    z = torch.full((num, L), m, dtype=torch.long, device=device) if init is None else init.clone().to(device)
+    order = torch.where(z == m, -2, -1)  # −2: not yet revealed
+    typ = model.cfg.model_type
+    if typ == "ar":
+        z, order = _sample_ar(model, z, order, g)
+    elif typ == "bd3lm":
+        z, order = _sample_bd3lm(model, z, order, g)
+    elif sampler == "grid":
+        z, order = _sample_grid(model, z, order, g, steps or L)
+    else:
+        z, order = _sample_first_hitting(model, z, order, g, topk=sampler == "topk")
+    model.train(was_training)
+    return z, order
+
+
+def _sample_first_hitting(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, topk: bool):
+    m = model.cfg.mask_id
+    step = 0
+    while bool((z == m).any()):
+        probs, rate = _pass(model, z)
+        masked = z == m
+        weights = torch.where(masked, rate, torch.zeros_like(rate)).cpu()
+        active = masked.any(-1).cpu()
+        if topk:
+            pos = torch.where(masked.cpu(), weights, torch.full_like(weights, -1.0)).argmax(-1)
+        else:
+            safe = torch.where(active[:, None], weights, torch.ones_like(weights))
+            pos = torch.multinomial(safe, 1, generator=g).squeeze(1)
+        tok = _draw_tokens(probs[torch.arange(z.shape[0]), pos.to(z.device)][:, None], g)[:, 0]
+        rows = torch.nonzero(active).squeeze(1).to(z.device)
+        z[rows, pos.to(z.device)[rows]] = tok[rows]
+        order[rows, pos.to(z.device)[rows]] = step
+        step += 1
+    return z, order
+
+
+def _sample_grid(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, steps: int):
+    m = model.cfg.mask_id
+    cache = None
+    for k in range(steps, 0, -1):
+        if cache is None:
+            cache = _pass(model, z)
+        probs, rate = cache
+        p_exp = 1.0 / max(float(rate.min()), 1e-3)  # power grid t_k = (k/T)^p with p >= 1/min w
+        t, s = (k / steps) ** p_exp, ((k - 1) / steps) ** p_exp
+        masked = z == m
+        if k == 1:
+            reveal = masked
+        else:
+            prob = 1 - torch.exp(rate * math.log(s / t))  # 1 − (s/t)^ŵ
+            coin = torch.rand(z.shape, generator=g, dtype=torch.float64).to(z.device)
+            reveal = masked & (coin < prob)
+        if bool(reveal.any()):
+            tok = _draw_tokens(probs, g)
+            z = torch.where(reveal, tok, z)
+            order = torch.where(reveal, steps - k, order)
+            cache = None  # the state changed: a new pass is needed
+    return z, order
+
+
+def _sample_ar(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator):
+    m = model.cfg.mask_id
+    L = z.shape[1]
+    for i in range(L):
+        if not bool((z[:, i] == m).any()):
+            continue
+        x_in = torch.where(z == m, 0, z)  # future positions are invisible to a causal model anyway
+        feats = model.ar_features(x_in)
+        probs = torch.softmax(model.backbone.logits(feats[:, i]).double(), -1)
+        tok = _draw_tokens(probs[:, None], g)[:, 0]
+        need = z[:, i] == m
+        z[:, i] = torch.where(need, tok, z[:, i])
+        order[:, i] = torch.where(need, i, order[:, i])
+    return z, order
+
+
+def _sample_bd3lm(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator):
+    m = model.cfg.mask_id
+    bs = model.cfg.block_size
+    L = z.shape[1]
+    step = 0
+    for b0 in range(0, L, bs):
+        while bool((z[:, b0:b0 + bs] == m).any()):
+            # the clean copy: blocks < b are clean; what it holds for blocks >= b is never attended to by block b
+            feats = model.bd3lm_features(z, torch.where(z == m, 0, z))
+            probs = torch.softmax(model.backbone.logits(feats[:, b0:b0 + bs]).double(), -1)
+            masked = (z[:, b0:b0 + bs] == m).cpu()
+            active = masked.any(-1)
+            weights = torch.where(active[:, None], masked.double(), torch.ones_like(masked, dtype=torch.float64))
+            pos = torch.multinomial(weights, 1, generator=g).squeeze(1)
+            tok = _draw_tokens(probs[torch.arange(z.shape[0]), pos.to(z.device)][:, None], g)[:, 0]
+            rows = torch.nonzero(active).squeeze(1).to(z.device)
+            z[rows, b0 + pos.to(z.device)[rows]] = tok[rows]
+            order[rows, b0 + pos.to(z.device)[rows]] = step
+            step += 1
+    return z, order
+
+
+def sample_entropy(tokens: Tensor) -> float:
+    """Mean over samples of the entropy (nats) of each sample's token histogram (as MDLM/ReMDM report)."""
+    ents = []
+    for row in tokens:
+        counts = torch.bincount(row.cpu()).double()
+        p = counts[counts > 0] / counts.sum()
+        ents.append(float(-(p * p.log()).sum()))
+    return sum(ents) / len(ents)
+
+
+def render_with_order(text_chars: list[str], order: list[int], width: int = 64) -> str:
+    """Plain-text rendering: each line of text is followed by a line of digits 0–9, the decile of the step
+    at which that character was generated (0 = first tenth of the steps); '·' marks fixed positions."""
+    steps = [o for o in order if o >= 0]
+    top = max(steps) + 1 if steps else 1
+    out = []
+    for i in range(0, len(text_chars), width):
+        chunk = text_chars[i:i + width]
+        shown = "".join(c if c.isprintable() and c not in "\r\n\t" else "⏎" if c == "\n" else "·" for c in chunk)
+        dec = "".join(str(min(9, 10 * o // top)) if o >= 0 else "·" for o in order[i:i + width])
+        out.append("  " + shown)
+        out.append("  " + dec)
+    return "\n".join(out)

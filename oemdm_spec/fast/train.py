@@ -1,0 +1,362 @@
+"""The training loop: plain, single file, DDP-aware, exactly resumable.
+
+Determinism: every random quantity of step s is a pure function of (seed, s) — the batch is
+``PackedDataset.get_batch(s, ...)`` and the times/masks come from ``draw_step_noise(seed, s, ...)`` — so a
+run resumed from a checkpoint at step s replays steps s, s+1, … exactly as the uninterrupted run would
+(bitwise on CPU, where the kernels are deterministic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, load_optimizer, save_checkpoint
+from .config import TrainConfig, build_config
+from .distributed import DistInfo, setup_distributed, teardown_distributed
+from .evaluate import EvalResult, evaluate_bound
+from .model import OeMDM, count_parameters
+from .objectives import LossModule, draw_step_noise, n_times_for, pearson, samples_for
+
+# ----------------------------------------------------------------------------------------------------------
+# data
+
+
+def load_text(cfg: TrainConfig) -> dict[str, str]:
+    """{"train", "validation"} texts: the embedded corpus, or a text file split 90/5/5 by characters."""
+    if cfg.data == "embedded":
+        from oemdm_spec.data import load_embedded_corpus
+
+        return load_embedded_corpus()
+    text = Path(cfg.data).read_text(encoding="utf-8")
+    n = len(text)
+    return {"train": text[: int(0.9 * n)], "validation": text[int(0.9 * n): int(0.95 * n)],
+            "test": text[int(0.95 * n):]}
+
+
+def build_datasets(cfg: TrainConfig):
+    from oemdm_spec.data import PackedDataset, get_tokenizer
+
+    tok = get_tokenizer(cfg.tokenizer)
+    texts = load_text(cfg)
+    train = PackedDataset(tok.encode(texts["train"]), cfg.seq_len)
+    val = PackedDataset(tok.encode(texts["validation"]), cfg.seq_len)
+    return tok, train, val
+
+
+# ----------------------------------------------------------------------------------------------------------
+# optimisation
+
+
+def make_optimizer(model: OeMDM, cfg: TrainConfig, fused: bool) -> torch.optim.AdamW:
+    """AdamW with three groups: decayed matrices, non-decayed vectors, and the scheduler heads (own lr)."""
+    head_ids = {id(p) for p in model.scheduler_parameters()}
+    decay, no_decay, heads = [], [], []
+    for p in model.parameters():
+        if id(p) in head_ids:
+            heads.append(p)
+        elif p.dim() >= 2:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+    if heads:
+        scale = (cfg.head_lr / cfg.lr) if cfg.head_lr else 1.0
+        groups.append({"params": heads, "weight_decay": 0.0, "lr_scale": scale})
+    kw: dict[str, Any] = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, cfg.beta2), eps=1e-8, **kw)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_decay == "constant":
+        return cfg.lr
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """EMA with a warm start: the effective decay is min(decay, (1 + step)/(10 + step))."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm.detach(), 1 - d)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# logging
+
+
+class Logger:
+    """CSV logs (+ TensorBoard when installed). Only rank 0 writes."""
+
+    FIELDS = ["step", "loss", "nelbo", "lr", "grad_norm", "tokens_per_s", "elapsed_s", "val_nelbo", "val_se"]
+    ORDER_FIELDS = ["step", "w_fwd_min", "w_fwd_mean", "w_fwd_max", "w_rev_min", "w_rev_mean", "w_rev_max",
+                    "corr_fwd_conf", "corr_rev_conf"]
+
+    def __init__(self, run_dir: Path, enabled: bool, append: bool) -> None:
+        self.enabled = enabled
+        self.log_path = run_dir / "log.csv"
+        self.order_path = run_dir / "order_stats.csv"
+        self.tb = None
+        if not enabled:
+            return
+        mode = "a" if append and self.log_path.exists() else "w"
+        self._log = open(self.log_path, mode, newline="")
+        self._order = open(self.order_path, mode, newline="")
+        self.w_log = csv.DictWriter(self._log, fieldnames=self.FIELDS)
+        self.w_order = csv.DictWriter(self._order, fieldnames=self.ORDER_FIELDS)
+        if mode == "w":
+            self.w_log.writeheader()
+            self.w_order.writeheader()
+        with contextlib.suppress(Exception):  # TensorBoard is optional
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.w_log.writerow({k: row.get(k, "") for k in self.FIELDS})
+        self._log.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and not math.isnan(v):
+                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+
+    def log_order(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.w_order.writerow({k: row.get(k, "") for k in self.ORDER_FIELDS})
+        self._order.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and not math.isnan(v):
+                    self.tb.add_scalar(f"order/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self._log.close()
+            self._order.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def order_stats(step: int, stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """min/mean/max of w_φ and w_ψ and their Pearson r with the denoiser's confidence at masked positions."""
+    row: dict[str, float] = {"step": step}
+    for key in ("w_fwd", "w_rev"):
+        if key in stats:
+            w = stats[key].float()
+            row.update({f"{key}_min": float(w.min()), f"{key}_mean": float(w.mean()), f"{key}_max": float(w.max())})
+    if "conf" in stats:
+        row["corr_fwd_conf"] = pearson(stats["w_fwd_masked"], stats["conf"])
+        row["corr_rev_conf"] = pearson(stats["w_rev_masked"], stats["conf"])
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: TrainConfig
+    final_step: int
+    eval: EvalResult | None
+    wall_s: float
+    tokens_per_s: float
+    val_curve: list[tuple[int, float, float]]  # (step, elapsed s, val NELBO)
+    model: OeMDM | None = None
+    ema: OeMDM | None = None
+    tokenizer: Any = None
+    val_data: Any = None
+    losses: list[float] | None = None
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def make_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.name or f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{cfg.model}"
+    return Path(cfg.out_dir) / name
+
+
+def train(cfg: TrainConfig | None = None, *, resume: str | None = None, overrides: dict[str, Any] | None = None,
+          progress: bool = True, final_eval: bool = True) -> TrainResult:
+    """Train a model; returns where everything went and the final validation bound (EMA weights)."""
+    t_start = time.time()
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        cfg = build_config(overrides or {}, base=TrainConfig.from_dict(ckpt["config"]))
+        run_dir = Path(ckpt["dir"]).parent.parent
+    else:
+        cfg = cfg or build_config(overrides or {})
+        run_dir = make_run_dir(cfg)
+    device = resolve_device(cfg)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    dist_info: DistInfo = setup_distributed(device.type)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    if cfg.batch_size % dist_info.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {dist_info.world_size}")
+    local_batch = cfg.batch_size // dist_info.world_size
+    main = dist_info.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(str(run_dir / "config.json"))
+
+    tok, train_ds, val_ds = build_datasets(cfg)
+    mcfg = cfg.model_config(tok.vocab_size)
+    torch.manual_seed(cfg.seed)  # initial weights: a function of the seed only
+    model = OeMDM(mcfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
+    use_cuda = device.type == "cuda"
+    opt = make_optimizer(model, cfg, fused=use_cuda)
+    start = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        if ema is not None and ckpt["ema"] is not None:
+            ema.load_state_dict(ckpt["ema"])
+        load_optimizer(opt, ckpt["optim_tensors"], ckpt["optimizer"], device)
+        start = int(ckpt["step"])
+    if cfg.compile == "yes" or (cfg.compile == "auto" and use_cuda):
+        # compile the backbone's feature pass (all heavy compute); the gather/loss stays eager (dynamic N)
+        model.backbone.features = torch.compile(model.backbone.features)  # type: ignore[method-assign]
+    amp_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and use_cuda)
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp_bf16
+                else contextlib.nullcontext())
+    loss_mod: nn.Module = LossModule(model, cfg.K)
+    if dist_info.enabled:
+        loss_mod = nn.parallel.DistributedDataParallel(
+            loss_mod, device_ids=[device.index] if use_cuda else None, find_unused_parameters=False
+        )
+
+    K = samples_for(model, cfg.K)
+    n_times = n_times_for(model)
+    stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
+    logger = Logger(run_dir, main, append=ckpt is not None)
+    if main and progress:
+        print(f"[oemdm] {cfg.model} ({cfg.preset}): {count_parameters(model) / 1e6:.2f}M parameters, "
+              f"{len(train_ds)} train sequences of {cfg.seq_len} tokens, device {device}, "
+              f"world size {dist_info.world_size}; run dir {run_dir}", flush=True)
+    bar = None
+    if main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=stop, initial=start, desc=cfg.model, dynamic_ncols=True, mininterval=1.0,
+                   file=sys.stderr)
+    val_curve: list[tuple[int, float, float]] = []
+    losses: list[float] = []
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    train_time = 0.0
+    step = start
+
+    def run_eval(n_batches: int) -> EvalResult:
+        target = ema if ema is not None else model
+        return evaluate_bound(target, val_ds.iter_eval_batches(cfg.eval_batch_size), seed=cfg.seed + 1,
+                              device=device, max_batches=n_batches)
+
+    for step in range(start, stop):
+        t0 = time.time()
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        x = train_ds.get_batch(step, local_batch, cfg.seed, dist_info.rank, dist_info.world_size).to(device)
+        noise = draw_step_noise(cfg.seed, step, global_batch=cfg.batch_size, seq_len=cfg.seq_len, K=K,
+                                t_min=cfg.t_min, n_times=n_times, rank=dist_info.rank,
+                                world_size=dist_info.world_size, device=device)
+        want_stats = cfg.model in ("lomdm", "genmd4") and cfg.order_stats_every > 0 and (
+            step % cfg.order_stats_every == 0 or step == stop - 1)
+        with autocast:
+            out = loss_mod(x, noise.t, noise.u, want_stats)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
+                 else torch.tensor(float("nan")))
+        opt.step()
+        if ema is not None:
+            ema_update(ema, model, cfg.ema, step)
+        loss_val = float(out.loss.detach())
+        losses.append(loss_val)
+        dt = time.time() - t0
+        train_time += dt
+        tps = tokens_per_step / dt
+        if want_stats and main:
+            logger.log_order(order_stats(step, out.stats))
+        done = step + 1
+        row: dict[str, Any] = {"step": done, "loss": loss_val, "nelbo": float(out.nelbo), "lr": lr,
+                               "grad_norm": float(gnorm), "tokens_per_s": tps, "elapsed_s": time.time() - t_start}
+        if main and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < stop:
+            ev = run_eval(cfg.eval_batches)
+            row.update(val_nelbo=ev.nelbo, val_se=ev.se)
+            val_curve.append((done, train_time, ev.nelbo))
+        if main and (done % cfg.log_every == 0 or "val_nelbo" in row or done == stop):
+            logger.log(row)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss_val:.3f}", nelbo=f"{float(out.nelbo):.3f}", tok_s=f"{tps:,.0f}",
+                            refresh=False)
+            bar.update(1)
+        if main and cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < stop:
+            save_checkpoint(run_dir, done, model, ema, opt, cfg.to_dict())
+        if cfg.max_minutes > 0 and (time.time() - t_start) > 60 * cfg.max_minutes:
+            if main:
+                print(f"\n[oemdm] max_minutes={cfg.max_minutes} reached at step {done}; stopping early",
+                      flush=True)
+            step = done - 1
+            break
+    else:
+        step = stop - 1 if stop > start else start - 1
+    final_step = step + 1
+    if bar is not None:
+        bar.close()
+    result_eval = None
+    if main:
+        save_checkpoint(run_dir, final_step, model, ema, opt, cfg.to_dict())
+        if final_eval:
+            result_eval = run_eval(cfg.final_eval_batches)
+            val_curve.append((final_step, train_time, result_eval.nelbo))
+            logger.log({"step": final_step, "val_nelbo": result_eval.nelbo, "val_se": result_eval.se,
+                        "elapsed_s": time.time() - t_start})
+        summary = {
+            "model": cfg.model, "final_step": final_step, "wall_s": time.time() - t_start,
+            "train_s": train_time, "tokens_per_s": tokens_per_step * (final_step - start) / max(train_time, 1e-9),
+            "parameters": count_parameters(model), "val_curve": val_curve,
+        }
+        if result_eval is not None:
+            summary.update(val_nelbo=result_eval.nelbo, val_se=result_eval.se, val_bits=result_eval.bits,
+                           val_ppl=result_eval.perplexity, estimator=result_eval.estimator)
+        with open(run_dir / "summary.json", "w") as f:
+            json.dump(summary, f, indent=1)
+    logger.close()
+    teardown_distributed()
+    tps_all = tokens_per_step * (final_step - start) / max(train_time, 1e-9)
+    return TrainResult(run_dir, cfg, final_step, result_eval, time.time() - t_start, tps_all, val_curve,
+                       model=model, ema=ema, tokenizer=tok, val_data=val_ds, losses=losses)
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
