@@ -12,10 +12,11 @@ from oemdm_spec.symbolic import schedules as S
 from oemdm_spec.symbolic.rates import masked_mass_difference, velocity_of
 
 EPS = 0.1
+W_POLY = [0.5, 1.0, 1.7]  # torch.tensor of Python floats is float32: pass dtype explicitly below
 CASES = [
     ("mdlm", S.mdlm(3), {}, R.MDLMSchedule(3)),
     ("mdlm-loglinear", S.mdlm(3, sp.Rational(1, 20)), {}, R.MDLMSchedule(3, eps=0.05)),
-    ("polynomial", S.polynomial([0.5, 1, 1.7]), {}, R.PolynomialSchedule(torch.tensor([0.5, 1.0, 1.7]).double())),
+    ("polynomial", S.polynomial([0.5, 1, 1.7]), {}, R.PolynomialSchedule(torch.tensor(W_POLY, dtype=torch.float64))),
     ("cosine", S.cosine(2), {}, R.CosineSchedule(2)),
     ("arm", S.arm(4), {S.eps: EPS}, R.ARMSchedule(4, EPS)),
     ("order", S.fixed_order([2, 0, 3, 1]), {S.eps: EPS}, R.FixedOrderSchedule([2, 0, 3, 1], EPS)),
