@@ -24,9 +24,12 @@ Python's Unicode database (14.0 in Python 3.11) and HF's older Rust tables disag
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
+import sys
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from oemdm_spec.data.tokenizer import Tokenizer, read_data_file
 
@@ -58,45 +61,68 @@ def _is_punct(c: str) -> bool:
     return c in _ASCII_PUNCT or unicodedata.category(c).startswith("P")
 
 
+def _clean_char(c: str) -> str:
+    """Steps 1–2 for one character: its replacement ("" to drop it)."""
+    if c in ("\t", "\n", "\r"):
+        return " "
+    if c == "\x00" or c == "\ufffd" or unicodedata.category(c) in _CONTROL_CATEGORIES:
+        return ""  # removal comes first: U+0085, U+000B, U+000C are controls, dropped, not spaces
+    if c in _WHITE_SPACE:
+        return " "
+    if _is_cjk(ord(c)):
+        return f" {c} "
+    return c
+
+
+def _fold_char(c: str) -> str:
+    """Steps 3b–4 for one character of the NFD text: drop non-spacing marks, lower-case the rest."""
+    return "" if unicodedata.category(c) == "Mn" else c.lower()
+
+
+class _LazyTable(dict):
+    """A ``str.translate`` table filled on first use of each code point (the text's alphabet is small)."""
+
+    def __init__(self, fn: Callable[[str], str]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, cp: int) -> str:
+        out = self[cp] = self.fn(chr(cp))
+        return out
+
+
+_CLEAN = _LazyTable(_clean_char)
+_FOLD = _LazyTable(_fold_char)
+
+
 def normalize(text: str) -> str:
-    """Steps 1–4 of the module docstring: clean, pad CJK, strip accents, lower-case."""
-    out: list[str] = []
-    for c in text:
-        if c in ("\t", "\n", "\r"):
-            out.append(" ")
-        elif c == "\x00" or c == "\ufffd" or unicodedata.category(c) in _CONTROL_CATEGORIES:
-            continue  # removal comes first: U+0085, U+000B, U+000C are controls, dropped, not spaces
-        elif c in _WHITE_SPACE:
-            out.append(" ")
-        elif _is_cjk(ord(c)):
-            out.append(f" {c} ")
-        else:
-            out.append(c)
-    decomposed = unicodedata.normalize("NFD", "".join(out))
-    # Per-character lower() (no context rules such as Greek final sigma), as the reference implementation does.
-    return "".join(c.lower() for c in decomposed if unicodedata.category(c) != "Mn")
+    """Steps 1–4 of the module docstring: clean, pad CJK, strip accents, lower-case (per character, so no
+    context rules such as Greek final sigma — as the reference implementation does)."""
+    text = text.translate(_CLEAN)
+    if not text.isascii():
+        text = unicodedata.normalize("NFD", text)
+    return text.translate(_FOLD)
+
+
+@functools.cache
+def _word_pattern() -> re.Pattern[str]:
+    ranges: list[list[int]] = []
+    category = unicodedata.category
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        if category(c)[0] == "P" or c in _ASCII_PUNCT:
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    cls = "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+    # After normalize() the only white space left is " " (lower()/NFD of a non-space never gives a space).
+    return re.compile(f"[^ {cls}]+|[{cls}]")
 
 
 def basic_tokenize(text: str) -> list[str]:
-    """Steps 1–5: the list of words (punctuation characters are words of their own)."""
-    words: list[str] = []
-    for chunk in normalize(text).split(" "):
-        cur: list[str] = []
-        for c in chunk:
-            if c in _WHITE_SPACE:  # lower()/NFD can in principle create none, but be safe
-                if cur:
-                    words.append("".join(cur))
-                    cur = []
-            elif _is_punct(c):
-                if cur:
-                    words.append("".join(cur))
-                    cur = []
-                words.append(c)
-            else:
-                cur.append(c)
-        if cur:
-            words.append("".join(cur))
-    return words
+    """Steps 1–5: the list of words (each punctuation character is a word of its own)."""
+    return _word_pattern().findall(normalize(text))
 
 
 class BertWordPieceTokenizer(Tokenizer):
