@@ -142,6 +142,7 @@ class LossOutput:
     nelbo: Tensor  # detached mean per-token NELBO estimate in nats (includes L_velocity, excludes surrogate)
     per_seq: Tensor  # (K, B) per-sequence NELBO estimates (nats / token)
     stats: dict[str, Tensor] = field(default_factory=dict)
+    masked: Tensor | None = None  # (K, B, L) the masks used (None for AR)
 
 
 def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_stats: bool = False) -> LossOutput:
@@ -170,7 +171,7 @@ def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_st
         A = 1.0 / t_pos
         per_seq, _ = masked_rows_loss(model, feats, x, masked, A, A)
         per_seq = (per_seq / L)[None]
-        return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach())
+        return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach(), masked=masked[None])
 
     # learned forward schedules: genmd4 (w from the vocabulary) and lomdm (w_φ from x)
     log_t = t.log()[:, None]  # (B, 1)
@@ -206,7 +207,7 @@ def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_st
             stats["conf"] = conf
             stats["w_fwd_masked"] = w_fwd.detach()[masked[0]]
             stats["w_rev_masked"] = w_rev.detach()[0][masked[0]]
-    return LossOutput(loss, per_seq.detach().mean(), per_seq.detach(), stats)
+    return LossOutput(loss, per_seq.detach().mean(), per_seq.detach(), stats, masked=masked)
 
 
 def _t(model: OeMDM, t: Tensor) -> Tensor | None:
