@@ -185,6 +185,24 @@ def _expm1(y):
 
 
 @triton.jit
+def _log1p(x):
+    """log(1 + x) without libdevice, Kahan's trick again: log(u)·x / (u − 1) with u = 1 + x rounded."""
+    u = 1.0 + x
+    um1 = u - 1.0
+    return tl.where(um1 == 0.0, x, tl.log(u) * x / tl.where(um1 == 0.0, 1.0, um1))
+
+
+@triton.jit
+def _log1mexp(y):
+    """log(1 − e^y) for y < 0 (Mächler 2012): log(−expm1(y)) near 0, log1p(−e^y) below −log 2.
+
+    A single log(−expm1(y)) takes the log of a number within p of 1 when p = e^y is small, losing all
+    relative precision of the result ≈ −p (an fp32 log near 1 has absolute error ~6e-8).
+    """
+    return tl.where(y > -0.6931471805599453, tl.log(-_expm1(y)), _log1p(-tl.exp(y)))
+
+
+@triton.jit
 def _forward_mask_kernel(
     x_ptr, t_ptr, w_ptr, z_ptr, part_ptr, seed, B, L, K, n_blk, mask_id, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
@@ -197,7 +215,7 @@ def _forward_mask_kernel(
     y = w * tl.log(tl.load(t_ptr + b))  # log P(masked) = w log t ≤ 0
     p = tl.exp(y)
     y_um = tl.where(y < 0, y, -1.0)  # log(1 − e^0) = −inf is never used (u < 1 = p always masks)
-    log_unmasked = tl.log(-_expm1(y_um))
+    log_unmasked = _log1mexp(y_um)
     for k in range(0, K):
         base = (k * B + b) * L
         u = tl.rand(seed, base + cols)
@@ -207,14 +225,17 @@ def _forward_mask_kernel(
         tl.store(part_ptr + (k * B + b) * n_blk + blk, tl.sum(contrib, axis=0))
 
 
-def triton_forward_mask(x: Tensor, t: Tensor, w: Tensor, K: int, seed: int, mask_id: int) -> tuple[Tensor, Tensor]:
-    """Launch the masking kernel: (z (K, B, L) int64, log_q (K, B) fp32)."""
+def triton_forward_mask(
+    x: Tensor, t: Tensor, w: Tensor, K: int, seed: int, mask_id: int, block_l: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Launch the masking kernel: (z (K, B, L) int64, log_q (K, B) fp32). ``block_l``: tests and sweeps."""
     b, L = x.shape
     dev = x.device
     z = torch.empty((K, b, L), dtype=torch.int64, device=dev)
     if b == 0 or L == 0:
         return z, torch.zeros((K, b), dtype=torch.float32, device=dev)
-    block_l = min(triton.next_power_of_2(L), 65536 if TRITON_INTERPRETED else 1024)
+    if block_l is None:
+        block_l = min(triton.next_power_of_2(L), 65536 if TRITON_INTERPRETED else 1024)
     n_blk = triton.cdiv(L, block_l)
     part = torch.empty((K, b, n_blk), dtype=torch.float32, device=dev)
     _forward_mask_kernel[(b, n_blk)](

@@ -3,7 +3,7 @@
 Per sequence b and sample k (spec §3, "log q_φ(z|x)"):
 
     log q(z_k | x) = Σ_i [ masked_i · w_i log t  +  (1 − masked_i) · log(1 − t^{w_i}) ],
-    log(1 − t^{w}) = log(−expm1(w log t))            (never 1 − t^w by subtraction, spec §4).
+    log(1 − t^{w}) = log(−expm1(w log t)), or log1p(−t^w) when t^w < ½  (never 1 − t^w by subtraction, spec §4).
 
 ``log_q`` is differentiable w.r.t. ``w`` and ``t`` (the score-function term of the LoMDM gradient needs
 ∇_φ log q_φ); the masks themselves are samples and carry no gradient. With y = w·log t:
@@ -27,9 +27,18 @@ from ._checks import check_int, check_same_device, check_shape, check_values
 __all__ = ["forward_mask", "log_q_grad_y"]
 
 
+_LOG2 = 0.6931471805599453
+
+
 def _log1m_exp(y: Tensor) -> Tensor:
-    """log(1 − e^y) for y ≤ 0, as log(−expm1(y)); −inf at y = 0."""
-    return torch.log(-torch.expm1(y))
+    """log(1 − e^y) for y ≤ 0 (−inf at 0), Mächler's two branches: log(−expm1(y)) above −log 2, else
+    log1p(−e^y) (the log of a number near 1 would lose the relative precision of the small result)."""
+    near = y > -_LOG2
+    return torch.where(
+        near,
+        torch.log(-torch.expm1(torch.clamp(y, min=-_LOG2))),
+        torch.log1p(-torch.exp(torch.clamp(y, max=-_LOG2))),
+    )
 
 
 def log_q_grad_y(masked: Tensor, y: Tensor) -> Tensor:
