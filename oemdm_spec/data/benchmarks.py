@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from oemdm_spec.data.corpus import load_embedded_works_split
+from oemdm_spec.data.corpus import WORK_SEPARATOR, load_embedded_works_split
 from oemdm_spec.data.protocols import build_token_dataset
 from oemdm_spec.data.sequences import PackedDataset, PaddedSentenceDataset
 from oemdm_spec.data.tokenizer import get_tokenizer
@@ -93,8 +93,6 @@ def load_embedded_dataset(
     tok = get_tokenizer(tokenizer)
     works = load_embedded_works_split()[split]
     digest = hashlib.sha256("\0".join(f"{n}\0{t}" for n, t in works.items()).encode("utf-8")).hexdigest()
-    from oemdm_spec.data.corpus import WORK_SEPARATOR
-
     sep = tok.encode(WORK_SEPARATOR) if tok.eos_id is None else [tok.eos_id]
     ds = build_token_dataset(
         lambda: works.values(),
@@ -139,13 +137,15 @@ def load_lm1b(
     cache_dir: PathLike | None = None,
     hf_path: str = "lm1b",
     num_proc: int = 1,
+    hf_cache_dir: PathLike | None = None,
     **load_kwargs: Any,
 ) -> PackedDataset | PaddedSentenceDataset:
     """LM1B with bert-base-uncased, MDLM detokenisation, in the ``"padded"`` (MDLM) or ``"packed"`` (BD3LM)
     protocol. ``split``: ``"train"``, or ``"validation"``/``"test"`` (both LM1B's ``test`` split).
 
     ``hf_path``/``load_kwargs`` go to ``datasets.load_dataset`` (e.g. a parquet mirror of LM1B, or
-    ``hf_path="text", data_files=...`` for local files with one sentence per line).
+    ``hf_path="text", data_files=...`` for local files with one sentence per line); ``hf_cache_dir`` is its
+    ``cache_dir`` (``cache_dir`` here is *our* token cache).
     """
     protocols = {"padded": "padded", "packed": "wrap"}
     if protocol not in protocols:
@@ -155,7 +155,7 @@ def load_lm1b(
         raise ValueError(f"unknown split={split!r}; valid: {', '.join(splits)}")
     hf_split = splits[split]
     return build_token_dataset(
-        hf_documents(hf_path, hf_split, **load_kwargs),
+        hf_documents(hf_path, hf_split, cache_dir=hf_cache_dir, **load_kwargs),
         get_tokenizer("bert-base-uncased"),
         protocols[protocol],
         seq_len,
@@ -173,12 +173,14 @@ def load_openwebtext(
     hf_path: str = "openwebtext",
     n_validation_docs: int = 100_000,
     num_proc: int = 1,
+    hf_cache_dir: PathLike | None = None,
     **load_kwargs: Any,
 ) -> PackedDataset:
     """OpenWebText in the MDLM protocol: GPT-2 BPE, wrapped to ``seq_len`` with ``<|endoftext|>``.
 
     The dataset has only a ``train`` split; its last ``n_validation_docs`` documents are ``"validation"``
-    (``train[-100000:]``) and the rest ``"train"`` (``train[:-100000]``).
+    (``train[-100000:]``) and the rest ``"train"`` (``train[:-100000]``). ``hf_path``, ``hf_cache_dir`` and
+    ``load_kwargs`` as in :func:`load_lm1b`.
     """
     if split not in ("train", "validation"):
         raise ValueError(f"unknown split={split!r}; valid: train, validation")
@@ -186,7 +188,7 @@ def load_openwebtext(
         raise ValueError(f"n_validation_docs must be a positive int, got n_validation_docs={n_validation_docs!r}")
     hf_split = f"train[:-{n_validation_docs}]" if split == "train" else f"train[-{n_validation_docs}:]"
     ds = build_token_dataset(
-        hf_documents(hf_path, hf_split, **load_kwargs),
+        hf_documents(hf_path, hf_split, cache_dir=hf_cache_dir, **load_kwargs),
         get_tokenizer("gpt2"),
         "wrap",
         seq_len,

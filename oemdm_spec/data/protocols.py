@@ -169,6 +169,7 @@ def _build_wrap(
         rows = np.asarray(pending[: full * body], dtype=np.int64).reshape(full, body)
         w.append("ids", _frame(rows, bos_id, eos_id).reshape(-1))
         n_blocks += full
+        del pending[: full * body]
     if n_blocks == 0:
         raise ValueError(
             f"documents give {n_content} tokens (with EOS), fewer than one block of seq_len - 2 = {body} "
