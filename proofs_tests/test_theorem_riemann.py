@@ -60,18 +60,21 @@ def test_a_random_denoiser_can_make_the_discrete_bound_increase() -> None:
 
 
 @pytest.mark.parametrize(
-    ("w", "w_hat", "rate"),
-    [((0.3, 0.3), None, 0.6), ((0.5, 0.8), (1.0, 1.0), 0.5)],
+    ("w", "w_hat", "rate", "tol"),
+    [((0.3, 0.3), None, 0.6, 0.05), ((0.5,), (1.0,), 0.5, 0.02)],
     ids=["matched-w0.3", "mismatched-w0.5"],
 )
-def test_convergence_rate_for_exponents_below_one(w, w_hat, rate) -> None:
-    # spec §1 Convergence: Θ(T^−min(1, w_i + w_j)) when α̂ = α, Θ(T^−min w) when α̂ ≠ α.
-    den, x, _ = _table(2, 3, [1, 2])
+def test_convergence_rate_for_exponents_below_one(w, w_hat, rate, tol) -> None:
+    # spec §1 Convergence: Θ(T^−min(1, w_i + w_j)) when α̂ = α, Θ(T^−min w) when α̂ ≠ α. The mismatched case
+    # uses L = 1, where g is constant and the whole error is the KL_Bern steps near t = 0 (a pure T^−w);
+    # with L = 2 the extra T^−(w_i+w_j) and T^−1 terms bend the fit over this range of T.
+    den, x, _ = _table(len(w), 3, [1, 2][: len(w)])
     fwd = R.PolynomialSchedule(torch.tensor(w, dtype=torch.float64))
     rev = None if w_hat is None else R.PolynomialSchedule(torch.tensor(w_hat, dtype=torch.float64))
     limit = float(elbo.continuous_nelbo_exact(x.unsqueeze(0), den, fwd, rev, vocab_size=V).total)
     Ts = np.array([16, 64, 256])
     errors = [float(elbo.discrete_nelbo(x.unsqueeze(0), den, fwd, rev, int(T), vocab_size=V)) - limit for T in Ts]
     fitted = -np.polyfit(np.log(Ts), np.log(np.abs(errors)), 1)[0]
-    # the O(1/T) terms bend the log-log line at small T; over T = 16..256 the fit is within 0.12 of the rate
-    assert abs(fitted - rate) < 0.12, (errors, fitted)
+    # matched: the O(1/T) term bends the log-log line a little at T = 16 (measured 0.585 against 0.6);
+    # mismatched L = 1: measured 0.4999
+    assert abs(fitted - rate) < tol, (errors, fitted)
