@@ -92,7 +92,7 @@ def check_linear(n, d, v, seed, with_bias, scale, chunk_size, backend, dtype, we
     assert_close_scaled(leaves[4].grad, refs[4].grad, w64.abs() * (1.0 + A64 / Ah64), rtol, "d/d A_hat")
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 40),
     d=st.sampled_from([1, 3, 16]),

@@ -74,7 +74,7 @@ def check_against_reference(n, v, seed, scale, extreme, backend, dtype, weight_k
     assert_close_scaled(leaves[2].grad, g_Ah, w64.abs() * (1.0 + A32 / Ah32), tol("loss", dtype), "d loss / d A_hat")
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     n=st.integers(1, 70),
     v=st.sampled_from(SMALL_V),
@@ -115,7 +115,7 @@ TRITON_CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", TRITON_CONFIGS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 9), v=st.sampled_from([1, 5, 100, 257]), seed=st.integers(0, 2**20), extreme=st.booleans())
 def test_each_kernel_variant_matches_reference_and_fallback(cfg, n, v, seed, extreme) -> None:
     from oemdm_spec.fast.kernels._triton import loss_launch_config, triton_row_loss_forward

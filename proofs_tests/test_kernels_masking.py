@@ -71,7 +71,7 @@ def _draw(b, L, seed, t_kind, w_kind, v=50):
     return x, t.float().double(), w.float().double(), v
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     b=st.integers(1, 5),
     L=st.integers(1, 300),

@@ -28,8 +28,9 @@ from ._checks import check_float, check_int, check_same_device, check_shape, che
 
 __all__ = ["oemdm_row_loss", "row_loss_forward", "torch_row_loss_forward", "velocity_terms"]
 
-# Rows per chunk of the PyTorch fallback: bounds its fp32 temporaries to about 2**24 elements (64 MiB).
-_TORCH_CHUNK_ELEMS = 1 << 24
+# Elements per row chunk of the PyTorch fallback: bounds its fp32 temporaries. On a GPU large chunks amortise
+# launches (2**24 elements, 64 MiB); on a CPU a chunk that stays in cache is faster (2**17 measured ≈2× eager).
+_TORCH_CHUNK_ELEMS = {"cuda": 1 << 24, "cpu": 1 << 17}
 
 
 def velocity_terms(A: Tensor, A_hat: Tensor) -> Tensor:
@@ -50,20 +51,17 @@ def torch_row_loss_forward(
     n, v = logits.shape
     A32, Ah32 = A.float(), A_hat.float()
     log_px = torch.empty(n, dtype=torch.float32, device=logits.device)
-    rows = max(1, _TORCH_CHUNK_ELEMS // max(v, 1))
+    rows = max(1, _TORCH_CHUNK_ELEMS.get(logits.device.type, 1 << 24) // max(v, 1))
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        x = logits[r0:r1].to(torch.float32, copy=True)
         tgt = target[r0:r1].long().unsqueeze(1)
-        m = x.amax(dim=1, keepdim=True)
-        x_t = x.gather(1, tgt)
-        e = x.sub_(m).exp_()  # in place: x is our private fp32 copy
-        s = e.sum(dim=1, keepdim=True)
-        log_px[r0:r1] = (x_t - m - torch.log(s)).squeeze(1)
+        # log_softmax is one fused ATen kernel and returns a fresh fp32 buffer, ours to overwrite.
+        lsm = torch.log_softmax(logits[r0:r1], dim=1, dtype=torch.float32)
+        log_px[r0:r1] = lsm.gather(1, tgt).squeeze(1)
         if grad_out is not None:
             a = A32[r0:r1].unsqueeze(1)
-            g = e.mul_(a / s)  # A · softmax
-            g.scatter_add_(1, tgt, -a)  # - A · onehot(target)
+            g = lsm.exp_().mul_(a)  # A · softmax
+            g.scatter_add_(1, tgt, -a)  # − A · onehot(target)
             grad_out[r0:r1].copy_(g)
     loss = -A32 * log_px + velocity_terms(A32, Ah32)
     return loss, log_px
