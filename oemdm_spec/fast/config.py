@@ -69,7 +69,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the backbone: auto (on GPU), yes, no"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32"})
-    threads: int = field(default=0, metadata={"help": "CPU intra-op threads (0: torch default)"})
+    threads: int = field(default=0, metadata={"help": "CPU threads (0: all cores, or 1 if the machine is busy)"})
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(

@@ -198,6 +198,16 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def cpu_threads(cfg: TrainConfig) -> int:
+    """``threads`` if set; else all cores, or 1 when the machine is already busy: intra-op threads that have
+    to share oversubscribed cores spin and wait, and measured 2x slower than one thread here."""
+    if cfg.threads > 0:
+        return cfg.threads
+    n = os.cpu_count() or 1
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= n - 0.5
+    return 1 if busy else torch.get_num_threads()
+
+
 def make_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.name or f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{cfg.model}"
     return Path(cfg.out_dir) / name
@@ -216,8 +226,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
         cfg = cfg or build_config(overrides or {})
         run_dir = make_run_dir(cfg)
     device = resolve_device(cfg)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(cfg))
     dist_info: DistInfo = setup_distributed(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -261,7 +271,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
     logger = Logger(run_dir, main, append=ckpt is not None)
     if main and progress:
         print(f"[oemdm] {cfg.model} ({cfg.preset}): {count_parameters(model) / 1e6:.2f}M parameters, "
-              f"{len(train_ds)} train sequences of {cfg.seq_len} tokens, device {device}, "
+              f"{len(train_ds)} train sequences of {cfg.seq_len} tokens, device {device}"
+              f"{f' ({torch.get_num_threads()} threads)' if device.type == 'cpu' else ''}, "
               f"world size {dist_info.world_size}; run dir {run_dir}", flush=True)
     bar = None
     if main and progress:
