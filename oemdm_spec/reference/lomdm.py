@@ -482,7 +482,10 @@ def rloo_surrogate(losses: Tensor, log_q: Tensor, *, score_term: bool = True) ->
 
 @dataclass
 class LoMDMLoss:
-    """One training batch. ``surrogate`` is the scalar to backpropagate; the rest are per sequence (B,).
+    """One training batch. ``surrogate`` is the scalar to backpropagate; ``main``/``velocity`` are per sequence (B,).
+
+    ``per_sample`` (B, K) = weight·(L_main + L_velocity) of each z_k and its two parts ``per_sample_main`` /
+    ``per_sample_velocity``, with their autograd graphs; ``log_q`` (B, K) = log q_φ(z_k | x) (graph to φ).
 
     ``main`` / ``velocity`` / ``nelbo`` are the weighted estimates of the bound (mean over the K samples),
     detached; ``nelbo`` = main + velocity excludes the surrogate term. ``is_bound`` says whether the time
@@ -494,6 +497,8 @@ class LoMDMLoss:
     velocity: Tensor
     is_bound: bool
     per_sample: Tensor = field(repr=False)
+    per_sample_main: Tensor = field(repr=False)
+    per_sample_velocity: Tensor = field(repr=False)
     log_q: Tensor = field(repr=False)
 
     @property
@@ -567,6 +572,8 @@ def lomdm_loss(
         velocity=(wt * vel).mean(-1).detach(),
         is_bound=is_bound,
         per_sample=losses,
+        per_sample_main=wt * main,
+        per_sample_velocity=wt * vel,
         log_q=log_q,
     )
 
