@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("compare", help="train MDLM, GenMD4, BD3LM, AR, LoMDM alike; table + plots",
                         description="Train several model types on the same data, steps and seed; extra "
                                     "--key value overrides apply to all of them.")
-    co.add_argument("--models", default="mdlm,genmd4,bd3lm,ar,lomdm")
+    co.add_argument("--models", default="mdlm,genmd4,bd3lm,ar,lomdm",
+                    help="comma-separated; also lomdm-const (the w ≡ c1 control)")
     co.add_argument("--out", default="", help="output directory (default runs/compare-<timestamp>)")
     pl = sub.add_parser("plot", help="redraw the PNG plots of a run from its CSV logs")
     pl.add_argument("run")

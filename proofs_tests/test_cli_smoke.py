@@ -100,3 +100,17 @@ def test_help_is_useful(capsys):
 
 def test_module_entry_point_exists():
     assert (Path(__file__).resolve().parents[1] / "oemdm_spec" / "__main__.py").is_file()
+
+
+def test_compare_writes_table_and_plot(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = small_args(tmp_path, name="x")
+    assert main(["compare", "--models", "ar,lomdm-const", "--out", str(out), *args, "--steps", "2",
+                 "--eval_every", "1", "--final_eval_batches", "1"]) == 0
+    table = (out / "compare.md").read_text()
+    assert "| ar |" in table and "| lomdm-const |" in table
+    assert "Machine:" in table and (out / "compare.png").stat().st_size > 0
+    rows = [r for r in table.splitlines() if r.startswith("| ar") or r.startswith("| lomdm-const")]
+    assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows)
+    cfg = (out / "lomdm-const" / "config.json").read_text()
+    assert '"c2": 0.0' in cfg and '"model": "lomdm"' in cfg

@@ -29,18 +29,28 @@ COMPARE_DEFAULTS: dict[str, Any] = {"steps": 600, "eval_every": 100, "eval_batch
                                     "ckpt_every": 0, "max_minutes": 5.5}
 
 
+def unit_for(tokenizer: str) -> str:
+    return "char" if tokenizer == "char" else "token"
+
+
 def machine_description() -> str:
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     return (f"{platform.machine()}, {torch.get_num_threads()} torch threads, {dev}, torch {torch.__version__}, "
             f"Python {platform.python_version()}")
 
 
+# Named variants: the constant-w control of spec §4 (LoMDM's objective with w ≡ c1 at every position, i.e.
+# MDLM under another time change) separates the effect of the time weighting from that of the order.
+VARIANTS: dict[str, dict[str, Any]] = {"lomdm-const": {"model": "lomdm", "c2": 0.0}}
+
+
 def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> int:
-    bad = [m for m in models if m not in MODEL_TYPES]
+    valid = [*MODEL_TYPES, *VARIANTS]
+    bad = [m for m in models if m not in valid]
     if bad:
         from .config import ConfigError
 
-        raise ConfigError(f"--models: unknown model type(s) {', '.join(bad)}; valid: {', '.join(MODEL_TYPES)}")
+        raise ConfigError(f"--models: unknown model type(s) {', '.join(bad)}; valid: {', '.join(valid)}")
     out_dir = Path(out or f"runs/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     out_dir.mkdir(parents=True, exist_ok=True)
     base = {**COMPARE_DEFAULTS, **overrides}
@@ -48,7 +58,7 @@ def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> 
     curves: dict[str, list[tuple[int, float, float]]] = {}
     t_all = time.time()
     for m in models:
-        cfg = build_config({**base, "model": m, "name": m, "out_dir": str(out_dir)})
+        cfg = build_config({**base, "model": m, **VARIANTS.get(m, {}), "name": m, "out_dir": str(out_dir)})
         print(f"\n=== compare: {m} ({cfg.steps} steps) ===", flush=True)
         res = train(cfg)
         ev = res.eval
@@ -57,7 +67,8 @@ def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> 
         rows.append({"model": m, "nelbo": ev.nelbo, "se": ev.se, "bits": ev.bits, "ppl": ev.perplexity,
                      "tokens_per_s": res.tokens_per_s, "wall_s": res.wall_s, "steps": res.final_step,
                      "estimator": "exact" if m == "ar" else "log-time MC"})
-    cfg0 = build_config({**base, "model": models[0]})
+        print(f"[compare] {m}: {ev.describe(unit_for(cfg.tokenizer))}", flush=True)
+    cfg0 = build_config({**base, "model": models[0], **VARIANTS.get(models[0], {})})
     unit = "char" if cfg0.tokenizer == "char" else "token"
     png = plot_compare(curves, out_dir / "compare.png", unit=unit)
     lines = [
