@@ -97,3 +97,6 @@ def test_char_tokenizer_round_trip_and_unk() -> None:
 def test_get_tokenizer_unknown_name() -> None:
     with pytest.raises(ValueError, match=r"unknown tokenizer name='gpt4'.*char, gpt2, bert-base-uncased"):
         get_tokenizer("gpt4")
+    with pytest.raises(ValueError, match=r"unknown tokenizer name=\['char'\]"):
+        get_tokenizer(["char"])  # type: ignore[arg-type]
+    assert get_tokenizer("char") is get_tokenizer("char")  # shared instance

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oemdm_spec.data import PackedDataset, PaddedSentenceDataset
 from oemdm_spec.data.sampling import derive_key, global_sample_indices, permute_indices
@@ -22,6 +24,28 @@ def test_permutation_is_bijection(n: int) -> None:
         assert not np.array_equal(p, np.arange(n))  # it actually shuffles
         q = permute_indices(np.arange(n), n, key=derive_key(4, 1))
         assert not np.array_equal(p, q)  # and the key matters
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3000), seed=st.integers(-(2**70), 2**70), epoch=st.integers(0, 10**6))
+def test_permutation_is_bijection_property(n: int, seed: int, epoch: int) -> None:
+    p = permute_indices(np.arange(n), n, key=derive_key(seed, epoch))
+    assert np.array_equal(np.sort(p), np.arange(n))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    step=st.integers(0, 10**9),
+    batch=st.integers(1, 9),
+    world=st.integers(1, 5),
+    seed=st.integers(0, 2**64),
+    n=st.integers(1, 500),
+)
+def test_ddp_slicing_property(step: int, batch: int, world: int, seed: int, n: int) -> None:
+    full = global_sample_indices(step, batch * world, seed, n)
+    parts = [global_sample_indices(step, batch, seed, n, rank=r, world_size=world) for r in range(world)]
+    assert np.array_equal(np.concatenate(parts), full)
+    assert full.min() >= 0 and full.max() < n
 
 
 def test_permutation_pinned_values() -> None:

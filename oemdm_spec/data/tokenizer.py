@@ -109,13 +109,15 @@ TOKENIZER_NAMES: Sequence[str] = tuple(_REGISTRY)
 
 
 @functools.cache
+def _shared(name: str) -> Tokenizer:
+    return _REGISTRY[name]()
+
+
 def get_tokenizer(name: str) -> Tokenizer:
     """Return the (shared, cached) tokenizer called ``name``: ``"char"``, ``"gpt2"`` or ``"bert-base-uncased"``.
 
     Raises ``ValueError`` listing the valid names for any other name.
     """
-    try:
-        factory = _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown tokenizer name={name!r}; valid names: {', '.join(TOKENIZER_NAMES)}") from None
-    return factory()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown tokenizer name={name!r}; valid names: {', '.join(TOKENIZER_NAMES)}")
+    return _shared(name)
