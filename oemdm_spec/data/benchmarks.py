@@ -49,8 +49,9 @@ def hf_documents(
 
     def gen() -> Iterator[str]:
         ds = _require_datasets().load_dataset(path, split=split, **load_kwargs)
-        if text_column not in ds.column_names:
-            raise ValueError(f"text_column={text_column!r} not in dataset columns {ds.column_names}")
+        columns = getattr(ds, "column_names", None)  # None for some streaming datasets
+        if columns is not None and text_column not in columns:
+            raise ValueError(f"text_column={text_column!r} not in dataset columns {columns}")
         for batch in ds.iter(batch_size=batch_size):
             yield from batch[text_column]
 

@@ -56,6 +56,8 @@ def cache_key(description: dict[str, Any]) -> str:
 
 
 def _atomic_replace(tmp: str, dst: Path) -> None:
+    # mkstemp creates 0600 files; a cache may be shared between users, so publish entries as 0644.
+    os.chmod(tmp, 0o644)
     os.replace(tmp, dst)
 
 
