@@ -3,7 +3,7 @@
 Design, for the H100 target of ``docs/performance.md`` (loss over N×V bf16 logits within 1.3× of the bytes
 floor = one read of the logits + one write of the gradient):
 
-* ``_row_loss_tile_kernel`` (V ≤ 65536, e.g. GPT-2's 50258 → a 65536-wide tile): a program owns
+* ``_row_loss_tile_kernel`` (next_pow2(V) ≤ MAX_TILE = 65536; GPT-2's 50258 → a 65536-wide tile): a program owns
   BLOCK_R whole rows. It reads each row **once** from HBM, takes max, Σexp, log p[x] and writes
   A·(softmax − onehot) from the same registers: one HBM read + one write per element, the floor's traffic.
   With ``RELOAD=True`` the gradient phase re-reads the (L1/L2-hot) row instead of keeping it live in
@@ -118,10 +118,17 @@ def _row_loss_chunked_kernel(
 
 
 def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED) -> dict:
-    """Default launch parameters: tile kernel when a whole row fits MAX_TILE, else chunked."""
+    """Default launch parameters (unmeasured on a GPU so far: ``benchmarks/gpu.py`` sweeps the alternatives).
+
+    GPU: the tile kernel while a row tile stays ≤ 32 fp32 values per thread (next_pow2(V) ≤ 16384 at 16
+    warps), so nothing spills; wider rows (GPT-2's 50258) use the chunked kernel, BLOCK_V = 8192, 8 warps
+    (16 KiB of bf16 in flight per load and program), whose second pass re-reads the row from L2. The
+    whole-row tile (65536 wide, 32 warps, RELOAD) is the single-HBM-read alternative the sweep measures.
+    Interpreter: each program costs ~1 ms whatever its size, so tiles up to 65536 elements and many rows.
+    """
     block_v = triton.next_power_of_2(v)
-    if block_v <= MAX_TILE:
-        # Interpreter: each program costs ~1 ms whatever its size, so pack many rows per program.
+    max_tile = MAX_TILE if interpreted else 16384
+    if block_v <= max_tile:
         budget = MAX_TILE if interpreted else 8192
         block_r = max(1, min(64, budget // block_v))
         num_warps = max(4, min(32, block_r * block_v // 1024))
