@@ -65,3 +65,17 @@ def test_window_schedules_are_continuous_and_decreasing(length: int) -> None:
         pieces = rho.args if isinstance(rho, sp.Piecewise) else ((rho, True),)
         for e, _ in pieces:
             assert sp.solveset(e <= 0, S.eps, sp.Interval.open(0, sp.Rational(1, 2))) == sp.S.EmptySet
+
+
+def test_lambdified_schedule_drives_the_reference_bound() -> None:
+    # The same discrete bound with the schedule from sympy and from the torch class: the schedule enters only
+    # through α, log(1 − α) at grid points, which agree to ~1e-16, so the bounds agree to ~1e-13.
+    from oemdm_spec.reference import denoisers, elbo
+
+    den = denoisers.TabularDenoiser(3, 3, seed=0)
+    x = torch.tensor([[2, 1, 0]])
+    grid = elbo.kink_aware_grid(7, [R.ARMSchedule(3, EPS)])
+    from_sympy = elbo.discrete_nelbo(x, den, S.LambdifiedSchedule.build(S.arm(3), {S.eps: EPS}), None, grid,
+                                     vocab_size=3)
+    from_torch = elbo.discrete_nelbo(x, den, R.ARMSchedule(3, EPS), None, grid, vocab_size=3)
+    torch.testing.assert_close(from_sympy, from_torch, rtol=1e-12, atol=1e-12)

@@ -78,3 +78,17 @@ def test_convergence_rate_for_exponents_below_one(w, w_hat, rate, tol) -> None:
     # matched: the O(1/T) term bends the log-log line a little at T = 16 (measured 0.585 against 0.6);
     # mismatched L = 1: measured 0.4999
     assert abs(fitted - rate) < tol, (errors, fitted)
+
+
+def test_power_grid_restores_first_order_convergence() -> None:
+    # spec §1 Convergence: t_k = (k/T)^p with p ≥ 1/min w restores O(1/T). L = 1, w = 0.5, ŵ = 1 (rate 0.5 on
+    # a uniform grid, see above); p = 2 = 1/w.
+    den, x, _ = _table(1, 3, [1])
+    fwd = R.PolynomialSchedule(torch.tensor([0.5], dtype=torch.float64))
+    rev = R.PolynomialSchedule(torch.tensor([1.0], dtype=torch.float64))
+    limit = float(elbo.continuous_nelbo_exact(x.unsqueeze(0), den, fwd, rev, vocab_size=V).total)
+    Ts = np.array([16, 64, 256])
+    grids = [torch.linspace(0, 1, int(T) + 1, dtype=torch.float64) ** 2 for T in Ts]
+    errors = [float(elbo.discrete_nelbo(x.unsqueeze(0), den, fwd, rev, g, vocab_size=V)) - limit for g in grids]
+    fitted = -np.polyfit(np.log(Ts), np.log(np.abs(errors)), 1)[0]
+    assert abs(fitted - 1.0) < 0.05, (errors, fitted)
