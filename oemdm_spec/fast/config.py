@@ -124,7 +124,7 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU: a 1.0M-parameter backbone (+0.5M for the phi/psi heads); LoMDM trains in ~5 minutes on 2 cores.
     # ~0.4 s per LoMDM step on 2 idle cores; max_minutes guards the 10-minute budget on a loaded machine.
-    "tiny": dict(seq_len=64, n_layer=4, n_head=4, d_model=128, cond_dim=64, batch_size=32, steps=600, lr=1e-3,
+    "tiny": dict(seq_len=64, n_layer=4, n_head=4, d_model=128, cond_dim=64, batch_size=32, steps=600, lr=3e-3,
                  warmup=50, ema=0.99, eval_every=100, sample_len=64, max_minutes=8.0),
     # The paper's setup: 12 x 768, 12 heads, +1 layer each for phi/psi; AdamW lr 3e-4, 2,500 warm-up, batch 512.
     "gpt2-small": dict(tokenizer="gpt2", seq_len=1024, n_layer=12, n_head=12, d_model=768, cond_dim=128,
