@@ -48,6 +48,18 @@ def test_row_loss_rejects_bad_input(change, match) -> None:
         oemdm_row_loss(args["logits"], args["target"], args["A"], args["A_hat"])
 
 
+def test_row_weight_is_validated() -> None:
+    logits, target, A, A_hat = _rows()
+    with pytest.raises(ValueError, match="row_weight must have shape \\(4,\\) or \\(\\)"):
+        oemdm_row_loss(logits, target, A, A_hat, row_weight=torch.ones(3, device=DEVICE))
+    with pytest.raises(ValueError, match="row_weight is a constant"):
+        oemdm_row_loss(logits, target, A, A_hat, row_weight=torch.ones(4, device=DEVICE, requires_grad=True))
+    with pytest.raises(ValueError, match="row_weight must be finite"):
+        oemdm_row_loss(logits, target, A, A_hat, row_weight=float("inf"))
+    with pytest.raises(ValueError, match="row_weight contains NaN"):
+        oemdm_row_loss(logits, target, A, A_hat, row_weight=float("nan"))
+
+
 def test_linear_rejects_bad_input() -> None:
     _, target, A, A_hat = _rows()
     h, W, b = torch.randn(4, 3), torch.randn(6, 3), torch.randn(6)
@@ -115,9 +127,9 @@ def test_evaluation_mode_computes_no_gradient(monkeypatch, backend) -> None:
     grad_args = []
     real = loss_mod.row_loss_forward
 
-    def spy(logits, target, A, A_hat, grad_out, chosen):
+    def spy(logits, target, A, A_hat, grad_out, *rest):
         grad_args.append(grad_out)
-        return real(logits, target, A, A_hat, grad_out, chosen)
+        return real(logits, target, A, A_hat, grad_out, *rest)
 
     monkeypatch.setattr(loss_mod, "row_loss_forward", spy)
     logits, target, A, A_hat = _rows()

@@ -57,11 +57,15 @@ def check_linear(n, d, v, seed, with_bias, scale, chunk_size, backend, dtype, we
     for i, t in enumerate(leaves):
         if t is not None and not (frozen_weight and i == 1):
             t.requires_grad_(True)
-    out = linear_oemdm_row_loss(
-        leaves[0], leaves[1], leaves[2], target.to(DEVICE), leaves[3], leaves[4], chunk_size=chunk_size, backend=backend
-    )
-    assert out.shape == (n,) and out.dtype == torch.float32
-    (out * w64.float().to(DEVICE)).sum().backward()
+    args = (leaves[0], leaves[1], leaves[2], target.to(DEVICE), leaves[3], leaves[4])
+    if weight_kind == "row_weight":  # the weights folded into the kernel, grad_output ≡ 1
+        out = linear_oemdm_row_loss(*args, chunk_size=chunk_size, row_weight=w64.float().to(DEVICE), backend=backend)
+        out.sum().backward()
+        out = out.double().cpu() / w64.float().double()
+    else:
+        out = linear_oemdm_row_loss(*args, chunk_size=chunk_size, backend=backend)
+        (out * w64.float().to(DEVICE)).sum().backward()
+    assert out.shape == (n,)
 
     refs = [h64, W64, b64, A64, Ah64]
     refs = [None if t is None else t.clone().requires_grad_(True) for t in refs]
@@ -103,7 +107,7 @@ def check_linear(n, d, v, seed, with_bias, scale, chunk_size, backend, dtype, we
     chunk_size=st.sampled_from([None, 1, 7, 16]),
     backend=st.sampled_from(BACKENDS),
     dtype=st.sampled_from(DTYPES),
-    weight_kind=st.sampled_from(["uniform", "per-row"]),
+    weight_kind=st.sampled_from(["uniform", "per-row", "row_weight"]),
     frozen_weight=st.booleans(),
 )
 def test_linear_loss_values_and_gradients_match_float64_reference(
@@ -158,3 +162,24 @@ def test_autocast_bf16_casts_once_and_returns_fp32_grads() -> None:
     ref = row_loss(h.detach().double() @ W.detach().double().T + b.double(), target, A.double(), A_hat.double())
     # bf16 GEMM inputs (8 mantissa bits): the loss moves by ≈ A·2**-8·|logit|; 5% of the loss bounds it here.
     assert torch.allclose(out.double(), ref, rtol=5e-2, atol=5e-2 * A.double().max().item())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_row_weight_and_per_row_grad_output_compose(backend) -> None:
+    """row_weight c and a non-uniform grad_output g: the recompute pass must use c·g for grad_weight."""
+    h64, W64, b64, target, A64, Ah64 = _problem(13, 5, 37, 4, True, 2.0)
+    c = torch.linspace(-0.5, 1.5, 13, dtype=torch.float64)
+    g = torch.linspace(2.0, 0.1, 13, dtype=torch.float64)
+    leaves = [t.float().to(DEVICE).requires_grad_(True) for t in (h64, W64, b64)]
+    out = linear_oemdm_row_loss(
+        *leaves, target.to(DEVICE), A64.float().to(DEVICE), Ah64.float().to(DEVICE),
+        chunk_size=4, row_weight=c.float().to(DEVICE), backend=backend,
+    )  # fmt: skip
+    (out * g.float().to(DEVICE)).sum().backward()
+    refs = [t.float().double().requires_grad_(True) for t in (h64, W64, b64)]
+    ref = row_loss(refs[0] @ refs[1].T + refs[2], target, A64.float().double(), Ah64.float().double())
+    (ref * c * g).sum().backward()
+    for got, want, name in zip(leaves, refs, ("hidden", "weight", "bias"), strict=True):
+        torch.testing.assert_close(
+            got.grad.double().cpu(), want.grad, rtol=1e-4, atol=1e-4 * want.grad.abs().max().item(), msg=name
+        )

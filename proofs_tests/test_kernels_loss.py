@@ -35,9 +35,11 @@ FTZ = 2e-38  # fp32 underflow: probabilities below the smallest normal are flush
 
 
 def _weights(kind: str, n: int, seed: int) -> torch.Tensor:
+    """Per-row weights of the summed loss: via grad_output ("ones", "uniform", "random") or via the
+    ``row_weight`` argument with grad_output ≡ 1 ("row_weight", "row_weight_scalar")."""
     if kind == "ones":
         return torch.ones(n, dtype=torch.float64)
-    if kind == "uniform":
+    if kind in ("uniform", "row_weight_scalar"):
         return torch.full((n,), 0.37, dtype=torch.float64)
     return torch.rand(n, generator=gen(seed + 1), dtype=torch.float64) * 2 - 0.5
 
@@ -51,9 +53,15 @@ def check_against_reference(n, v, seed, scale, extreme, backend, dtype, weight_k
     leaves = [logits.clone().requires_grad_(True), A64.float().to(DEVICE), A_hat64.float().to(DEVICE)]
     leaves[1].requires_grad_(True)
     leaves[2].requires_grad_(True)
-    out = oemdm_row_loss(leaves[0], target.to(DEVICE), leaves[1], leaves[2], backend=backend)
-    assert out.dtype == torch.float32 and out.shape == (n,)
-    (out * w64.float().to(DEVICE)).sum().backward()
+    if weight_kind.startswith("row_weight"):
+        rw = 0.37 if weight_kind == "row_weight_scalar" else w64.float().to(DEVICE)
+        out = oemdm_row_loss(leaves[0], target.to(DEVICE), leaves[1], leaves[2], row_weight=rw, backend=backend)
+        out.sum().backward()
+        out = out.double().cpu() / w64.float().double()  # compare the unweighted loss below
+    else:
+        out = oemdm_row_loss(leaves[0], target.to(DEVICE), leaves[1], leaves[2], backend=backend)
+        (out * w64.float().to(DEVICE)).sum().backward()
+    assert out.shape == (n,)
     assert leaves[0].grad.dtype == dtype
 
     ref, (g_logits, g_A, g_Ah) = reference_with_grads(
@@ -83,7 +91,7 @@ def check_against_reference(n, v, seed, scale, extreme, backend, dtype, weight_k
     extreme=st.booleans(),
     backend=st.sampled_from(BACKENDS),
     dtype=st.sampled_from(DTYPES),
-    weight_kind=st.sampled_from(["ones", "uniform", "random"]),
+    weight_kind=st.sampled_from(["ones", "uniform", "random", "row_weight", "row_weight_scalar"]),
 )
 def test_row_loss_values_and_gradients_match_float64_reference(
     n, v, seed, scale, extreme, backend, dtype, weight_kind

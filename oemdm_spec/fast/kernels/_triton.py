@@ -45,7 +45,7 @@ def _velocity(a, ah):
 
 @triton.jit
 def _row_loss_tile_kernel(
-    x_ptr, x_stride, g_ptr, g_stride, tgt_ptr, a_ptr, ah_ptr, loss_ptr, logpx_ptr, N, V,
+    x_ptr, x_stride, g_ptr, g_stride, tgt_ptr, a_ptr, ah_ptr, ga_ptr, loss_ptr, logpx_ptr, N, V,
     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr, COMPUTE_GRAD: tl.constexpr, RELOAD: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
@@ -71,15 +71,16 @@ def _row_loss_tile_kernel(
     if COMPUTE_GRAD:
         if RELOAD:  # re-read the row while it is hot instead of keeping e live in registers
             e = tl.exp(tl.load(x_ptrs, mask=ok, other=-float("inf")).to(tl.float32) - m[:, None])
-        g = e * (a / s)[:, None]
-        g = tl.where(cols[None, :] == tgt[:, None], g - a[:, None], g)
+        ga = tl.load(ga_ptr + rows, mask=row_ok, other=0.0)  # A·row_weight: the gradient's row scale
+        g = e * (ga / s)[:, None]
+        g = tl.where(cols[None, :] == tgt[:, None], g - ga[:, None], g)
         g_ptrs = g_ptr + rows64[:, None] * g_stride + cols[None, :]
         tl.store(g_ptrs, g.to(g_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
 def _row_loss_chunked_kernel(
-    x_ptr, x_stride, g_ptr, g_stride, tgt_ptr, a_ptr, ah_ptr, loss_ptr, logpx_ptr, V,
+    x_ptr, x_stride, g_ptr, g_stride, tgt_ptr, a_ptr, ah_ptr, ga_ptr, loss_ptr, logpx_ptr, V,
     BLOCK_V: tl.constexpr, COMPUTE_GRAD: tl.constexpr, NEG_BIG: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)
@@ -105,7 +106,8 @@ def _row_loss_chunked_kernel(
 
     if COMPUTE_GRAD:
         # Pass 2, last chunk first: the chunks read last in pass 1 are the likeliest still in L2.
-        scale = a / s
+        ga = tl.load(ga_ptr + row)  # A·row_weight: the gradient's row scale
+        scale = ga / s
         g_row = g_ptr + row * g_stride
         n_chunks = tl.cdiv(V, BLOCK_V)
         for j in range(0, n_chunks):
@@ -113,7 +115,7 @@ def _row_loss_chunked_kernel(
             ok = c < V
             x = tl.load(x_row + c, mask=ok, other=-float("inf"), eviction_policy="evict_first").to(tl.float32)
             g = tl.exp(x - m) * scale
-            g = tl.where(c == tgt, g - a, g)
+            g = tl.where(c == tgt, g - ga, g)
             tl.store(g_row + c, g.to(g_ptr.dtype.element_ty), mask=ok, cache_modifier=".cs")
 
 
@@ -138,9 +140,17 @@ def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED
 
 
 def triton_row_loss_forward(
-    logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, grad_out: Tensor | None, **override
+    logits: Tensor,
+    target: Tensor,
+    A: Tensor,
+    A_hat: Tensor,
+    grad_out: Tensor | None,
+    grad_scale: Tensor | None = None,
+    **override,
 ) -> tuple[Tensor, Tensor]:
     """Launch the loss kernel: returns (loss, log_px) fp32 (N,) and fills ``grad_out`` (may alias logits).
+
+    The gradient written is grad_scale·A·(softmax − onehot) (grad_scale ≡ 1 when None); the loss is unscaled.
 
     ``override`` replaces entries of :func:`loss_launch_config` (used by the GPU benchmark's sweep).
     """
@@ -159,19 +169,20 @@ def triton_row_loss_forward(
     target = target.contiguous()
     a = A.to(torch.float32).contiguous()
     ah = A_hat.to(torch.float32).contiguous()
+    ga = a if grad_scale is None else (a * grad_scale.to(torch.float32)).contiguous()
     cfg = {**loss_launch_config(n, v), **override}
     compute_grad = grad_out is not None
     g = grad_out if compute_grad else logits  # never written when COMPUTE_GRAD is False
     if cfg["kind"] == "tile":
         grid = (triton.cdiv(n, cfg["BLOCK_R"]),)
         _row_loss_tile_kernel[grid](
-            logits, logits.stride(0), g, g.stride(0), target, a, ah, loss, log_px, n, v,
+            logits, logits.stride(0), g, g.stride(0), target, a, ah, ga, loss, log_px, n, v,
             BLOCK_R=cfg["BLOCK_R"], BLOCK_V=cfg["BLOCK_V"], COMPUTE_GRAD=compute_grad, RELOAD=cfg["RELOAD"],
             num_warps=cfg["num_warps"],
         )  # fmt: skip
     else:
         _row_loss_chunked_kernel[(n,)](
-            logits, logits.stride(0), g, g.stride(0), target, a, ah, loss, log_px, v,
+            logits, logits.stride(0), g, g.stride(0), target, a, ah, ga, loss, log_px, v,
             BLOCK_V=cfg["BLOCK_V"], COMPUTE_GRAD=compute_grad, NEG_BIG=_NEG_BIG, num_warps=cfg["num_warps"],
         )  # fmt: skip
     return loss, log_px

@@ -8,10 +8,12 @@ each GEMM is chunk×V×d ≈ 0.4 TFLOP at d = 768: large enough to fill an H100)
 3. ``grad_hidden_c = G @ weight``; ``grad_weight += G.T @ hidden_c``  (GEMMs 2 and 3, accumulated at once)
 
 so the peak extra memory is one chunk of logits plus grad_weight, whatever N is. The gradients are computed
-in the forward for grad_output ≡ 1 (the idea of Liger-Kernel's fused linear cross-entropy). The backward
-then only rescales: grad_hidden row by row (exact for any grad_output), grad_weight and grad_bias by a scalar
-when grad_output is uniform across rows (the usual case: a mean over rows/sequences). For a non-uniform
-grad_output the weight/bias gradients are recomputed exactly in a second chunked pass.
+in the forward for grad_output ≡ 1 (the idea of Liger-Kernel's fused linear cross-entropy), or for the
+constant per-row ``row_weight`` when one is given (folded into the kernel's gradient scale, no extra pass).
+The backward then only rescales: grad_hidden row by row (exact for any grad_output), grad_weight and grad_bias
+by a scalar when grad_output is uniform across rows (free when it is 1). For a non-uniform grad_output the
+weight/bias gradients are recomputed exactly in a second chunked pass; pass per-row weights as ``row_weight``
+instead to avoid it.
 
 Precision: GEMMs accumulate in fp32 inside cuBLAS; grad_weight is accumulated across chunks in the weight's
 dtype through ``addmm_`` (bf16 under autocast: relative error ≈ 2**-9 per chunk, a handful of chunks), and
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from ._backend import resolve_backend
 from ._checks import check_float, check_same_device
-from .loss import _validate_row_args, row_loss_forward
+from .loss import _validate_row_args, resolve_row_weight, row_loss_forward
 
 __all__ = ["linear_oemdm_row_loss", "default_chunk_size"]
 
@@ -48,9 +50,11 @@ def _chunk_grads(
     chunk: int,
     backend: str,
     need: tuple[bool, bool, bool],
-    row_scale: Tensor | None = None,
+    grad_scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """One chunked pass: (loss, log_px, grad_hidden, grad_weight, grad_bias) for grad_output = row_scale (or 1)."""
+    """One chunked pass: (loss, log_px, grad_hidden, grad_weight, grad_bias), the loss unscaled and the gradients
+    those of Σ_r grad_scale_r·loss_r (of the sum when grad_scale is None). The kernel writes the scaled logit
+    gradient directly: no extra pass over the chunk."""
     n = hidden.shape[0]
     v = weight.shape[0]
     need_h, need_w, need_b = need
@@ -66,13 +70,14 @@ def _chunk_grads(
         r1 = min(n, r0 + chunk)
         h = hidden[r0:r1]
         logits = torch.addmm(bias, h, wt) if bias is not None else h @ wt
-        lc, pc = row_loss_forward(logits, target[r0:r1], A[r0:r1], A_hat[r0:r1], logits if any_grad else None, backend)
+        gs = None if grad_scale is None else grad_scale[r0:r1]
+        lc, pc = row_loss_forward(
+            logits, target[r0:r1], A[r0:r1], A_hat[r0:r1], logits if any_grad else None, backend, gs
+        )
         loss[r0:r1], log_px[r0:r1] = lc, pc
         if not any_grad:
             continue
-        grad = logits  # now holds A·(softmax − onehot)
-        if row_scale is not None:
-            grad.mul_(row_scale[r0:r1].unsqueeze(1))
+        grad = logits  # now holds grad_scale·A·(softmax − onehot)
         if g_h is not None:
             torch.mm(grad, weight, out=g_h[r0:r1])
         if g_w is not None:
@@ -85,16 +90,18 @@ def _chunk_grads(
 
 class _LinearRowLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, target, A, A_hat, chunk, backend, need):  # type: ignore[override]
-        loss, log_px, g_h, g_w, g_b = _chunk_grads(hidden, weight, bias, target, A, A_hat, chunk, backend, need)
-        ctx.save_for_backward(hidden, weight, bias, target, A, A_hat, log_px)
+    def forward(ctx, hidden, weight, bias, target, A, A_hat, row_weight, chunk, backend, need):  # type: ignore[override]
+        loss, log_px, g_h, g_w, g_b = _chunk_grads(
+            hidden, weight, bias, target, A, A_hat, chunk, backend, need, row_weight
+        )
+        ctx.save_for_backward(hidden, weight, bias, target, A, A_hat, log_px, row_weight)
         ctx.grads = (g_h, g_w, g_b)
         ctx.chunk, ctx.backend, ctx.need = chunk, backend, need
-        return loss
+        return loss if row_weight is None else loss * row_weight
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
-        hidden, weight, bias, target, A, A_hat, log_px = ctx.saved_tensors
+        hidden, weight, bias, target, A, A_hat, log_px, row_weight = ctx.saved_tensors
         g_h, g_w, g_b = ctx.grads
         g = grad_output.float()
         d_h = d_w = d_b = d_A = d_Ah = None
@@ -102,22 +109,25 @@ class _LinearRowLossFn(torch.autograd.Function):
             d_h = _scale_rows(g_h, g)
         if g_w is not None or g_b is not None:
             lo, hi = torch.stack([g.min(), g.max()]).tolist()
-            if lo == hi:  # uniform grad_output: the stored sums are exact up to the scalar
-                d_w = None if g_w is None else g_w * lo
-                d_b = None if g_b is None else g_b * lo
-            else:  # per-row weights: recompute Σ_r g_r G_rᵀ h_r exactly in a second chunked pass
+            if lo == hi:  # uniform grad_output: the stored sums are exact up to the scalar (free when 1)
+                d_w = None if g_w is None else (g_w if lo == 1.0 else g_w * lo)
+                d_b = None if g_b is None else (g_b if lo == 1.0 else g_b * lo)
+            else:  # per-row grad_output: recompute Σ_r c_r g_r G_rᵀ h_r exactly in a second chunked pass
+                scale = g if row_weight is None else g * row_weight
                 _, _, _, d_w, d_b = _chunk_grads(
                     hidden, weight, bias, target, A, A_hat, ctx.chunk, ctx.backend,
-                    (False, g_w is not None, g_b is not None), row_scale=g,
+                    (False, g_w is not None, g_b is not None), grad_scale=scale,
                 )  # fmt: skip
         if d_b is not None:
             d_b = d_b.to(bias.dtype)
         A32, Ah32 = A.float(), A_hat.float()
+        if row_weight is not None:
+            g = g * row_weight
         if ctx.needs_input_grad[4]:
             d_A = (g * (-log_px + torch.log(A32) - torch.log(Ah32))).to(A.dtype)
         if ctx.needs_input_grad[5]:
             d_Ah = (g * (1.0 - A32 / Ah32)).to(A_hat.dtype)
-        return d_h, d_w, d_b, None, d_A, d_Ah, None, None, None
+        return d_h, d_w, d_b, None, d_A, d_Ah, None, None, None, None
 
 
 def _scale_rows(x: Tensor, g: Tensor) -> Tensor:
@@ -134,6 +144,7 @@ def linear_oemdm_row_loss(
     A_hat: Tensor,
     *,
     chunk_size: int | None = None,
+    row_weight: Tensor | float | None = None,
     backend: str = "auto",
 ) -> Tensor:
     r"""OeMDM row loss of the logits ``hidden @ weight.T + bias``, never materialising all N×V logits.
@@ -143,6 +154,8 @@ def linear_oemdm_row_loss(
         weight: (V, d) output projection (the LM head); bias: (V,) or None.
         target, A, A_hat: as in :func:`oemdm_row_loss`.
         chunk_size: rows per chunk (default :func:`default_chunk_size`, ~2**28 logits per chunk).
+        row_weight: optional constant weights c (number, () or (N,)): returns c·loss with every gradient
+            accumulated for it directly; with ``.sum().backward()`` the backward is then free and exact.
         backend: "auto" | "triton" | "torch" for the loss part (the GEMMs are cuBLAS/ATen either way).
 
     Returns:
@@ -175,6 +188,7 @@ def linear_oemdm_row_loss(
         raise ValueError(f"{fn}: chunk_size must be a positive int or None, got {chunk_size!r}")
     else:
         chunk = chunk_size
+    rw = resolve_row_weight(fn, row_weight, n, hidden.device)
     chosen = resolve_backend(backend, hidden.device, fn=fn)
 
     dev_type = hidden.device.type
@@ -195,5 +209,6 @@ def linear_oemdm_row_loss(
     )
     with torch.autocast(dev_type, enabled=False):
         if not (any(need) or (grad_on and (A.requires_grad or A_hat.requires_grad))):
-            return _chunk_grads(hidden, weight, bias, target, A, A_hat, chunk, chosen, (False, False, False))[0]
-        return _LinearRowLossFn.apply(hidden, weight, bias, target, A, A_hat, chunk, chosen, need)
+            loss = _chunk_grads(hidden, weight, bias, target, A, A_hat, chunk, chosen, (False, False, False))[0]
+            return loss if rw is None else loss * rw
+        return _LinearRowLossFn.apply(hidden, weight, bias, target, A, A_hat, rw, chunk, chosen, need)

@@ -16,6 +16,11 @@ L2 right after its statistics, see ``_triton.py``), stores it in the logits' dty
 rescales it by ``grad_output``. So the one N×V tensor besides the logits is the gradient itself, in bf16 for
 bf16 logits: never an fp32 N×V copy. With ``torch.no_grad()`` (or when nothing requires grad) no gradient is
 computed or stored at all.
+
+``row_weight`` (constant per-row weights c_r, e.g. 1/(B·L·K) of a mean, or per-sequence weights) returns
+c_r·loss_r and writes the gradient already scaled by c_r. Then ``.sum().backward()`` has grad_output ≡ 1 and
+the backward does nothing N×V at all: forward + backward move exactly the floor's bytes (one read of the
+logits, one write of the gradient). Without it, a mean (grad_output ≡ c ≠ 1) costs one more pass.
 """
 
 from __future__ import annotations
@@ -40,11 +45,17 @@ def velocity_terms(A: Tensor, A_hat: Tensor) -> Tensor:
 
 
 def torch_row_loss_forward(
-    logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, grad_out: Tensor | None
+    logits: Tensor,
+    target: Tensor,
+    A: Tensor,
+    A_hat: Tensor,
+    grad_out: Tensor | None,
+    grad_scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """PyTorch twin of the Triton forward: returns (loss, log_px), both (N,) fp32.
+    """PyTorch twin of the Triton forward: returns (loss, log_px), both (N,) fp32 (the loss unscaled).
 
-    When ``grad_out`` (N, V) is given, A·(softmax - onehot) is written into it in its dtype. ``grad_out`` may
+    When ``grad_out`` (N, V) is given, grad_scale·A·(softmax - onehot) is written into it in its dtype
+    (grad_scale ≡ 1 when None). ``grad_out`` may
     be ``logits`` itself (in-place: each row chunk is read completely before it is overwritten).
     Works in row chunks so that the fp32 temporaries stay bounded whatever N is.
     """
@@ -59,7 +70,8 @@ def torch_row_loss_forward(
         lsm = torch.log_softmax(logits[r0:r1], dim=1, dtype=torch.float32)
         log_px[r0:r1] = lsm.gather(1, tgt).squeeze(1)
         if grad_out is not None:
-            a = A32[r0:r1].unsqueeze(1)
+            a = A32[r0:r1] if grad_scale is None else A32[r0:r1] * grad_scale[r0:r1].float()
+            a = a.unsqueeze(1)
             g = lsm.exp_().mul_(a)  # A · softmax
             g.scatter_add_(1, tgt, -a)  # − A · onehot(target)
             grad_out[r0:r1].copy_(g)
@@ -68,21 +80,27 @@ def torch_row_loss_forward(
 
 
 def row_loss_forward(
-    logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, grad_out: Tensor | None, backend: str
+    logits: Tensor,
+    target: Tensor,
+    A: Tensor,
+    A_hat: Tensor,
+    grad_out: Tensor | None,
+    backend: str,
+    grad_scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Dispatch the forward (loss, log_px[, gradient into grad_out]) to the resolved backend."""
+    """Dispatch the forward (loss, log_px[, grad_scale·gradient into grad_out]) to the resolved backend."""
     if backend == "triton":
         from ._triton import triton_row_loss_forward
 
         if TRITON_INTERPRETED and logits.dtype != torch.float32:
             # The interpreter's bf16/fp16 arithmetic is wrong (environment.md): compute in fp32, store back.
             g32 = None if grad_out is None else torch.empty(logits.shape, dtype=torch.float32)
-            loss, log_px = triton_row_loss_forward(logits.float(), target, A, A_hat, g32)
+            loss, log_px = triton_row_loss_forward(logits.float(), target, A, A_hat, g32, grad_scale)
             if grad_out is not None:
                 grad_out.copy_(g32)
             return loss, log_px
-        return triton_row_loss_forward(logits, target, A, A_hat, grad_out)
-    return torch_row_loss_forward(logits, target, A, A_hat, grad_out)
+        return triton_row_loss_forward(logits, target, A, A_hat, grad_out, grad_scale)
+    return torch_row_loss_forward(logits, target, A, A_hat, grad_out, grad_scale)
 
 
 def rescale_rows_(grad: Tensor, grad_output: Tensor) -> Tensor:
@@ -98,16 +116,16 @@ def rescale_rows_(grad: Tensor, grad_output: Tensor) -> Tensor:
 
 class _RowLossFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, target, A, A_hat, backend, need_logit_grad):  # type: ignore[override]
+    def forward(ctx, logits, target, A, A_hat, row_weight, backend, need_logit_grad):  # type: ignore[override]
         grad = torch.empty_like(logits) if need_logit_grad else None
-        loss, log_px = row_loss_forward(logits, target, A, A_hat, grad, backend)
-        ctx.save_for_backward(log_px, A, A_hat)
+        loss, log_px = row_loss_forward(logits, target, A, A_hat, grad, backend, row_weight)
+        ctx.save_for_backward(log_px, A, A_hat, row_weight)
         ctx.grad = grad  # not saved_tensors: backward consumes (rescales) it in place
-        return loss
+        return loss if row_weight is None else loss * row_weight
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
-        log_px, A, A_hat = ctx.saved_tensors
+        log_px, A, A_hat, row_weight = ctx.saved_tensors
         g = grad_output.float()
         d_logits = d_A = d_Ah = None
         if ctx.needs_input_grad[0]:
@@ -116,13 +134,35 @@ class _RowLossFn(torch.autograd.Function):
                     "oemdm_row_loss: backward called twice (retain_graph=True); the logit gradient is "
                     "rescaled in place by the first backward and is gone. Recompute the loss instead."
                 )
-            d_logits, ctx.grad = rescale_rows_(ctx.grad, g), None
+            d_logits, ctx.grad = rescale_rows_(ctx.grad, g), None  # row_weight is already in it
         A32, Ah32 = A.float(), A_hat.float()
+        if row_weight is not None:
+            g = g * row_weight
         if ctx.needs_input_grad[2]:
             d_A = (g * (-log_px + torch.log(A32) - torch.log(Ah32))).to(A.dtype)
         if ctx.needs_input_grad[3]:
             d_Ah = (g * (1.0 - A32 / Ah32)).to(A_hat.dtype)
-        return d_logits, None, d_A, d_Ah, None, None
+        return d_logits, None, d_A, d_Ah, None, None, None
+
+
+def resolve_row_weight(fn: str, row_weight: Tensor | float | None, n: int, device: torch.device) -> Tensor | None:
+    """None, a number or an (N,) / () tensor → None or a contiguous (N,) fp32 constant; finite, no grad."""
+    if row_weight is None:
+        return None
+    if isinstance(row_weight, bool) or not isinstance(row_weight, (int, float, Tensor)):
+        raise ValueError(f"{fn}: row_weight must be None, a number or a tensor, got {type(row_weight).__name__}")
+    if isinstance(row_weight, Tensor):
+        if row_weight.requires_grad:
+            raise ValueError(f"{fn}: row_weight is a constant (no gradient flows to it); pass row_weight.detach()")
+        if row_weight.shape not in ((n,), ()):
+            raise ValueError(f"{fn}: row_weight must have shape ({n},) or (), got {tuple(row_weight.shape)}")
+        if row_weight.device != device:
+            raise ValueError(f"{fn}: row_weight must be on {device}, got {row_weight.device}")
+        w = row_weight.to(torch.float32).expand(n).contiguous()
+    else:
+        w = torch.full((n,), float(row_weight), dtype=torch.float32, device=device)
+    check_values(fn, [("row_weight", w, -3.4e38, 3.4e38, "finite")])
+    return w
 
 
 def validate_row_loss_inputs(fn: str, logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor) -> None:
@@ -156,13 +196,23 @@ def _validate_row_args(fn: str, n: int, v: int, target: Tensor, A: Tensor, A_hat
     )
 
 
-def oemdm_row_loss(logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, *, backend: str = "auto") -> Tensor:
+def oemdm_row_loss(
+    logits: Tensor,
+    target: Tensor,
+    A: Tensor,
+    A_hat: Tensor,
+    *,
+    row_weight: Tensor | float | None = None,
+    backend: str = "auto",
+) -> Tensor:
     r"""Per-row OeMDM loss at masked rows: -A·log_softmax(logits)[target] + A(log A − log Â) − (A − Â).
 
     Args:
         logits: (N, V) float32 / bfloat16 / float16 logits over the real tokens (SUBS: no mask column).
         target: (N,) integer clean tokens in [0, V).
         A, A_hat: (N,) forward and reverse velocities, ≥ 0 (A = 0 gives the loss Â).
+        row_weight: optional constant weights c (a number, () or (N,)): returns c·loss with the gradient
+            pre-scaled in the same pass, so that ``.sum().backward()`` costs nothing N×V (see module doc).
         backend: "auto" | "triton" | "torch" (see :mod:`._backend`; env var ``OEMDM_KERNEL_BACKEND``).
 
     Returns:
@@ -175,9 +225,11 @@ def oemdm_row_loss(logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, *, 
     """
     fn = "oemdm_row_loss"
     validate_row_loss_inputs(fn, logits, target, A, A_hat)
+    rw = resolve_row_weight(fn, row_weight, logits.shape[0], logits.device)
     chosen = resolve_backend(backend, logits.device, fn=fn)
     grad_on = torch.is_grad_enabled()
     need_logit_grad = grad_on and logits.requires_grad
     if not (grad_on and (logits.requires_grad or A.requires_grad or A_hat.requires_grad)):
-        return row_loss_forward(logits, target, A, A_hat, None, chosen)[0]
-    return _RowLossFn.apply(logits, target, A, A_hat, chosen, need_logit_grad)
+        loss = row_loss_forward(logits, target, A, A_hat, None, chosen)[0]
+        return loss if rw is None else loss * rw
+    return _RowLossFn.apply(logits, target, A, A_hat, rw, chosen, need_logit_grad)
