@@ -171,6 +171,7 @@ def section_loss(torch, bench: Bench, args: argparse.Namespace, dev, gen, result
     A = torch.rand(n, device=dev, generator=gen) * 3 + 0.05
     A_hat = torch.rand(n, device=dev, generator=gen) * 3 + 0.05
     row_w = torch.rand(n, device=dev, generator=gen)
+    mean_w = torch.full((n,), 1.0 / n, device=dev)
 
     def step(fn, weights=None):
         def run():
@@ -186,6 +187,11 @@ def section_loss(torch, bench: Bench, args: argparse.Namespace, dev, gen, result
         ("torch.compile of the same", step(compiled) if compiled else None),
         ("Triton kernel, grad_output ≡ 1", step(lambda *a: oemdm_row_loss(*a, backend="triton"))),
         ("Triton kernel, per-row grad_output", step(lambda *a: oemdm_row_loss(*a, backend="triton"), row_w)),
+        ("Triton kernel, mean as grad_output 1/N", step(lambda *a: oemdm_row_loss(*a, backend="triton"), mean_w)),
+        (
+            "Triton kernel, mean as row_weight=1/N",
+            step(lambda *a: oemdm_row_loss(*a, row_weight=1 / n, backend="triton")),
+        ),
         ("PyTorch fallback (chunked)", step(lambda *a: oemdm_row_loss(*a, backend="torch"))),
     ]
     times = {}
@@ -274,11 +280,16 @@ def section_linear(torch, bench: Bench, args: argparse.Namespace, dev, gen, resu
     flops = 3 * 2 * n * v * d
     compiled_lin = maybe_compile(torch, lambda h, W: eager_loss(h @ W.t(), target, A, A_hat), args)
 
-    def fused(backend: str):
-        return linear_oemdm_row_loss(h, W, None, target, A, A_hat, chunk_size=args.chunk, backend=backend)
+    row_w = torch.rand(n, device=dev, generator=gen)
+
+    def fused(backend: str, row_weight=None):
+        return linear_oemdm_row_loss(
+            h, W, None, target, A, A_hat, chunk_size=args.chunk, row_weight=row_weight, backend=backend
+        )
 
     lin_variants = [
         ("fused linear+loss (Triton)", lin_step(lambda: fused("triton"))),
+        ("fused linear+loss (Triton), per-row row_weight", lin_step(lambda: fused("triton", row_w))),
         ("unfused: matmul + eager loss", lin_step(lambda: eager_loss(h @ W.t(), target, A, A_hat))),
         ("unfused: torch.compile", lin_step(lambda: compiled_lin(h, W)) if compiled_lin else None),
         ("unfused: matmul + Triton loss", lin_step(lambda: oemdm_row_loss(h @ W.t(), target, A, A_hat))),
