@@ -54,6 +54,9 @@ def test_oemdm_with_window_schedule_tends_to_ar_nll_linearly(length, seed, x, or
     spread = independent.max_ce_spread(table, length, order)
     bound = sum(constants[ranks[i]] * spread[i] for i in range(length))
     assert np.all(np.abs(gaps) <= bound * eps + QUAD_TOL), (gaps, bound)
+    # and the spec's total constant (2L + L(L − 1)/2)·max_i D_i (verified symbolically for L ≤ 4)
+    spec_bound = float(limits.spec_arm_constant(length)) * max(spread)
+    assert np.all(np.abs(gaps) <= spec_bound * eps + QUAD_TOL), (gaps, spec_bound)
 
     # (2) linear convergence: the log-log slope of |gap| against ε is 1 (a fit over 1.5 decades)
     rate = np.polyfit(np.log(eps), np.log(np.abs(gaps)), 1)[0]
