@@ -65,3 +65,14 @@ def test_page_code_runs(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for line, source in code_blocks(page.read_text(encoding="utf-8")):
         code = compile(source, f"{page.relative_to(ROOT)}:{line}", "exec")
         exec(code, namespace)  # noqa: S102 - the docs are part of the test suite by design
+
+
+def test_block_extraction_rules() -> None:
+    page = (
+        "text\n```python\nx = 1\n```\n\n```python no-exec\nraise SystemExit\n```\n"
+        "```bash\nls\n```\n```python\ny = x + 1\n```\n"
+    )
+    blocks = code_blocks(page)
+    assert [src for _, src in blocks] == ["x = 1\n", "y = x + 1\n"]
+    assert [line for line, _ in blocks] == [3, 13]
+    assert EXEC_MARKER.search("# Title\n<!-- exec -->\n") and not EXEC_MARKER.search("see `<!-- exec -->` above")
