@@ -146,6 +146,7 @@ def test_default_chunk_is_large_and_bounded() -> None:
     assert linear_mod.default_chunk_size(32768, 50258) in range(4096, 8193)
     assert linear_mod.default_chunk_size(10, 50258) == 10
     assert linear_mod.default_chunk_size(10**6, 10**7) == 256
+    assert linear_mod.default_chunk_size(32768, 50258, "cpu") == 256
 
 
 @pytest.mark.skipif(ON_GPU, reason="CPU autocast smoke test")

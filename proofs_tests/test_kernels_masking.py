@@ -23,7 +23,10 @@ from test_kernels_common import BACKENDS, DEVICE, ON_GPU, assert_close_scaled, g
 from oemdm_spec.fast.kernels import forward_mask
 
 Z_BOUND = 5.0
-RTOL = 1e-4 if ON_GPU else 2e-5  # fp32 sums over L terms, expm1 by Kahan's formula (a few ulps), approx exp/log on GPU
+# CPU: fp32 sums over L terms, expm1/log1p by Kahan's formulas (a few ulps). GPU: tl.exp/tl.log may lower to
+# the approximate ex2/lg2 (absolute error ~2**-22 near 1), which Kahan's log1p turns into a relative error up
+# to ~2e-4 of the small log(1 − t^w) terms: 1e-3.
+RTOL = 1e-3 if ON_GPU else 2e-5
 
 try:  # the reference lives with pyro; the GPU machine has no pyro, then only the independent formula is used
     from oemdm_spec.reference.distributions import ForwardMasking

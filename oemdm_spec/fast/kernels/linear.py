@@ -31,12 +31,15 @@ from .loss import _validate_row_args, resolve_row_weight, row_loss_forward
 
 __all__ = ["linear_oemdm_row_loss", "default_chunk_size"]
 
-_CHUNK_LOGITS = 1 << 28  # logits per chunk by default (512 MiB in bf16)
+# Logits per chunk by default: 2**28 on a GPU (512 MiB in bf16: GEMMs that fill an H100), 2**24 on a CPU (where
+# a chunk is only a memory bound, and 1 GiB of fp32 logits would be a lot of RAM for nothing).
+_CHUNK_LOGITS = {"cuda": 1 << 28, "cpu": 1 << 24}
 
 
-def default_chunk_size(n: int, v: int) -> int:
-    """Rows per chunk: ~2**28 logits, a multiple of 256 rows (tensor-core friendly), at least 256."""
-    rows = max(256, (_CHUNK_LOGITS // max(v, 1)) // 256 * 256)
+def default_chunk_size(n: int, v: int, device_type: str = "cuda") -> int:
+    """Rows per chunk: ~2**28 logits on a GPU (2**24 on a CPU), a multiple of 256 rows, at least 256."""
+    budget = _CHUNK_LOGITS.get(device_type, 1 << 28)
+    rows = max(256, (budget // max(v, 1)) // 256 * 256)
     return max(1, min(n, rows))
 
 
@@ -183,7 +186,7 @@ def linear_oemdm_row_loss(
     _validate_row_args(fn, n, v, target, A, A_hat)
     check_same_device(fn, hidden=hidden, weight=weight, bias=bias, target=target, A=A, A_hat=A_hat)
     if chunk_size is None:
-        chunk = default_chunk_size(n, v)
+        chunk = default_chunk_size(n, v, hidden.device.type)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"{fn}: chunk_size must be a positive int or None, got {chunk_size!r}")
     else:
