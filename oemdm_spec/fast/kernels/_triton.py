@@ -3,16 +3,18 @@
 Design, for the H100 target of ``docs/performance.md`` (loss over N×V bf16 logits within 1.3× of the bytes
 floor = one read of the logits + one write of the gradient):
 
-* ``_row_loss_tile_kernel`` (next_pow2(V) ≤ MAX_TILE = 65536; GPT-2's 50258 → a 65536-wide tile): a program owns
-  BLOCK_R whole rows. It reads each row **once** from HBM, takes max, Σexp, log p[x] and writes
-  A·(softmax − onehot) from the same registers: one HBM read + one write per element, the floor's traffic.
-  With ``RELOAD=True`` the gradient phase re-reads the (L1/L2-hot) row instead of keeping it live in
-  registers: fewer registers per thread, more resident warps; which is faster is an H100 measurement.
-* ``_row_loss_chunked_kernel`` (any V): one row per program, an online max/Σexp pass over BLOCK_V chunks
-  (one exp per element, the max rescale is one scalar exp per chunk), then a gradient pass over the same row
-  **in reverse chunk order**: the chunks read last are the most recent in L2, so the re-read mostly hits L2
-  and HBM sees about one read. Pass-1 loads ask L2 to keep lines (``evict_last``), pass-2 loads and the
-  gradient stores stream (``evict_first`` / ``.cs``) so they do not push the remaining row out.
+* ``_row_loss_tile_kernel`` (next_pow2(V) ≤ MAX_TILE = 65536): a program owns BLOCK_R whole rows. It reads
+  each row **once** from HBM, takes max, Σexp, log p[x] and writes A·(softmax − onehot) from the same
+  registers: one HBM read + one write per element, the floor's traffic. With ``RELOAD=True`` the gradient
+  phase re-reads the (L1/L2-hot) row instead of keeping it live in registers. On sm_90 a whole row fits
+  without spilling up to 32768 wide (``benchmarks/ptxas_usage.py``); GPT-2's 65536-wide tile spills in every
+  variant, so it is not the default there.
+* ``_row_loss_chunked_kernel`` (any V; the GPU default above 16384): one row per program, an online
+  max/Σexp pass over BLOCK_V chunks (one exp per element, the max rescale is one scalar exp per chunk), then a
+  gradient pass over the same row **in reverse chunk order**: the chunks read last are the most recent in L2,
+  so the re-read mostly hits L2 and HBM sees about one read. Pass-1 loads ask L2 to keep lines
+  (``evict_last``), pass-2 loads and the gradient stores stream (``evict_first`` / ``.cs``) so they do not
+  push the remaining row out.
 * ``_forward_mask_kernel``: one program per (sequence, L-block) reads x, w, t once and draws all K masks
   with Philox (``tl.rand``), writing z and a per-block partial Σ log q (summed on the host side in a fixed
   order: deterministic, no atomics).
@@ -124,8 +126,9 @@ def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED
 
     GPU: the tile kernel while a row tile stays ≤ 32 fp32 values per thread (next_pow2(V) ≤ 16384 at 16
     warps), so nothing spills; wider rows (GPT-2's 50258) use the chunked kernel, BLOCK_V = 8192, 8 warps
-    (16 KiB of bf16 in flight per load and program), whose second pass re-reads the row from L2. The
-    whole-row tile (65536 wide, 32 warps, RELOAD) is the single-HBM-read alternative the sweep measures.
+    (16 KiB of bf16 in flight per load and program, 80 registers, no spill on sm_90), whose second pass
+    re-reads the row from L2. The whole-row tile of GPT-2 (65536 wide) spills on sm_90 even at 32 warps with
+    RELOAD (``benchmarks/ptxas_usage.py``); the sweep still times it.
     Interpreter: each program costs ~1 ms whatever its size, so tiles up to 65536 elements and many rows.
     """
     block_v = triton.next_power_of_2(v)
