@@ -18,9 +18,9 @@ from oemdm_spec.reference.distributions import ForwardMasking
 from oemdm_spec.reference.elbo import continuous_integrand, continuous_nelbo_exact
 from oemdm_spec.reference.lomdm import (
     ClampedUniformTime,
+    LogTimeMixture,
     LoMDM,
     LoMDMConfig,
-    LogTimeMixture,
     exact_objective_at_t,
     exponent,
     exponent_range,
@@ -247,7 +247,9 @@ def test_gradient_routing() -> None:
 
     def grads(scalar: torch.Tensor, name: str) -> torch.Tensor:
         gs = torch.autograd.grad(scalar, groups[name], retain_graph=True, allow_unused=True)
-        return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, groups[name])])
+        return torch.cat(
+            [(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, groups[name], strict=True)]
+        )
 
     main = out.per_sample_main.mean()
     vel = out.per_sample_velocity.mean()
@@ -275,7 +277,12 @@ def test_logtime_estimator_is_unbiased_and_clamped_is_not() -> None:
     w = model.w_phi(x).detach()
     assert float(w.min()) < 0.3  # a slow position, so that t_min = 1e-3 drops visible mass (t_min^w ≥ 12%)
     exact = continuous_nelbo_exact(
-        x, denoiser64(model), model.forward_schedule(), model.reverse_schedule(), vocab_size=V, epsabs=1e-9,
+        x,
+        denoiser64(model),
+        model.forward_schedule(),
+        model.reverse_schedule(),
+        vocab_size=V,
+        epsabs=1e-9,
         epsrel=1e-8,
     )
     n = 40_000

@@ -32,7 +32,9 @@ def tiny() -> LoMDM:
 
 
 def _flat(grads: tuple[torch.Tensor | None, ...], params: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params, strict=True)]
+    )
 
 
 def exact_gradient(model: LoMDM, params: list[torch.Tensor]) -> torch.Tensor:

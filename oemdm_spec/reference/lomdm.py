@@ -302,9 +302,7 @@ class LoMDM(nn.Module):
         if c.c2 == 0:  # w ≡ c1: the heads cannot move it, so they are not evaluated (same value, no cost)
             return torch.full(features.shape[:-1], float(c.c1), dtype=features.dtype, device=features.device)
         v = head(features, pad_mask)
-        return exponent(
-            v, c.c1, c.c2, parametrisation=c.parametrisation, log_range=c.log_range, pad_mask=pad_mask
-        )
+        return exponent(v, c.c1, c.c2, parametrisation=c.parametrisation, log_range=c.log_range, pad_mask=pad_mask)
 
     def w_phi(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """w_φ(x) (B, L): g_φ on stop-grad backbone features of the clean x."""
@@ -629,7 +627,8 @@ def sample(
       exact in continuous time for this time-agnostic denoiser. ``top_k=True``: the masked position of
       largest w_ψ, deterministically.
     - ``method="ancestral"``: the grid sampler; each masked i unmasks from t to s with probability
-      1 − (s/t)^{w_ψ^i(z_t)}. ``grid`` defaults to the power grid T = 4L, p = 1/w_min (spec §3 "Grid warning").
+      1 − (s/t)^{w_ψ^i(z_t)}. ``grid`` defaults to the power grid T = max(128, 8L), p = 1/w_min
+      (spec §3 "Grid warning").
       ``top_k=True`` reveals, per step, the positions of largest â (hence of largest w_ψ).
 
     ``result.order[b, i]`` is the step at which position i was revealed (−1 for ``fixed`` positions).
@@ -653,7 +652,7 @@ def sample(
             greedy_tokens=greedy_tokens,
         )
     if grid is None:
-        grid = power_grid(4 * c.length, max(1.0, 1.0 / c.w_range[0]))
+        grid = power_grid(max(128, 8 * c.length), max(1.0, 1.0 / c.w_range[0]))
     return ancestral_sample(
         denoiser,
         model.reverse_schedule(),
