@@ -10,8 +10,10 @@ learning rate and seed; only the scheduler configuration differs (same code, :mo
 - ``lomdm_sharp`` log-space exponents w = c1·exp(R·tanh(c2·(v − v̄)/R)): our sharper option.
 
 Training samples u = −log t from the proper log-time density :class:`~oemdm_spec.reference.lomdm.LogTimeMixture`
-over the method's w range (for MDLM that is exactly t ~ U(0, 1]); ``--time clamped`` uses the paper's
-t ∈ [1e-3, 1] instead. Validation NELBOs always use the log-time estimator (a proper density on [0, ∞): an
+over the method's w range (for MDLM that is exactly t ~ U(0, 1]); ``--time shared`` gives every method the
+density of LoMDM's default range (0.05, 1.35) — the control that separates the order from the time sampling;
+``--time clamped`` uses the paper's t ∈ [1e-3, 1] instead (not a bound for w < 1).
+Validation NELBOs always use the log-time estimator (a proper density on [0, ∞): an
 unbiased estimate of the whole bound), reported in nats per token with their Monte-Carlo standard error.
 
 Order measurements: |Spearman ρ| between w_φ(x) and the hidden chain index (mean over validation sequences),
@@ -29,9 +31,10 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from .lomdm import ClampedUniformTime, LogTimeMixture, LoMDM, LoMDMConfig, lomdm_loss, sample
+from .order_viz import order_heatmap, order_text
 from .tasks import HiddenChain, neighbour_fraction, random_order_neighbour_fraction, spearman
 
-__all__ = ["DemoConfig", "METHODS", "make_model", "train", "evaluate", "run", "main"]
+__all__ = ["DemoConfig", "METHODS", "make_model", "train", "evaluate", "run", "show_orders", "main"]
 
 METHODS: dict[str, dict[str, object]] = {
     "mdlm": {"c1": 1.0, "c2": 0.0},
@@ -83,8 +86,10 @@ def make_model(method: str, cfg: DemoConfig, seed: int, **overrides: object) -> 
 def _time_density(model: LoMDM, kind: str) -> LogTimeMixture | ClampedUniformTime:
     if kind == "clamped":
         return ClampedUniformTime(1e-3)
+    if kind == "shared":  # every method uses the density LoMDM's defaults train with (w ∈ (0.05, 1.35))
+        return LogTimeMixture.for_range(0.05, 1.35)
     if kind != "logtime":
-        raise ValueError(f"time must be 'logtime' or 'clamped', got time={kind!r}")
+        raise ValueError(f"time must be 'logtime', 'shared' or 'clamped', got time={kind!r}")
     lo, hi = model.config.w_range
     return LogTimeMixture.for_range(lo, hi)
 
@@ -166,7 +171,7 @@ def run(cfg: DemoConfig, methods: list[str], seeds: list[int], verbose: bool = T
             t0 = time.perf_counter()
             model, history = train(method, cfg, seed, task)
             metrics = evaluate(model, task, cfg, seed)
-            row = {"method": method, "seed": seed, "train_s": time.perf_counter() - t0, **metrics}
+            row = {"method": method, "seed": seed, "train_s": time.perf_counter() - t0, "model": model, **metrics}
             base = [r for r in rows if r["method"] == methods[0] and r["seed"] == seed]
             if base and method != methods[0]:
                 diff = metrics["per_sequence"] - base[0]["per_sequence"]
@@ -195,10 +200,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default="mdlm,const,lomdm,lomdm_sharp")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--png", default="", help="write the order heatmap of each method's last-seed model to PNG_<method>.png"
+    )
     args = vars(p.parse_args(argv))
     torch.set_num_threads(args.pop("threads"))
     methods = args.pop("methods").split(",")
     seeds = [int(s) for s in args.pop("seeds").split(",")]
+    png = args.pop("png")
     cfg = replace(defaults, **args)
     print(cfg, flush=True)
     rows = run(cfg, methods, seeds)
@@ -217,7 +226,29 @@ def main(argv: list[str] | None = None) -> None:
             f"| {method} | {len(sel)} | {vals.mean():.4f} ± {vals.std() if len(sel) > 1 else 0:.4f} "
             f"| {diffs.mean():+.4f} ± {diffs.std() if len(sel) > 1 else 0:.4f} | {rho.mean():.3f} | {nb.mean():.3f} |"
         )
+    last = [r for r in rows if r["seed"] == seeds[-1]]
+    show_orders(last, HiddenChain(cfg.length, cfg.vocab_size, cfg.noise, cfg.task_seed), png)
 
 
-if __name__ == "__main__":
+def show_orders(rows: list[dict[str, object]], task: HiddenChain, png: str, n: int = 24) -> None:
+    """Print the text rendering and write a PNG heatmap (columns laid out along the hidden chain) per method."""
+    for row in rows:
+        model = row["model"]
+        assert isinstance(model, LoMDM)
+        res = sample(model, n, generator=torch.Generator().manual_seed(0))
+        method = row["method"]
+        print(f"\n{method} (seed {row['seed']}), tokens along the chain, shade = unmask step (█ early, ░ late):")
+        print(order_text(res.tokens[:6, task.perm], res.order[:6, task.perm]))
+        if png:
+            path = order_heatmap(
+                res.order,
+                f"{png}_{method}.png",
+                columns=task.perm,
+                column_label="hidden chain link",
+                title=f"{method}: unmask step by chain link",
+            )
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
     main()
