@@ -45,8 +45,6 @@ def _fail(msg: str) -> int:
 
 def load_run(path: str, use_ema: bool = True):
     """(model, config, tokenizer, checkpoint dir) from a run directory or checkpoint."""
-    import torch
-
     from oemdm_spec.data import get_tokenizer
     from oemdm_spec.fast.checkpoint import load_checkpoint
     from oemdm_spec.fast.config import TrainConfig
@@ -61,8 +59,7 @@ def load_run(path: str, use_ema: bool = True):
     model = OeMDM(cfg.model_config(tok.vocab_size))
     weights = ck["ema"] if use_ema and ck["ema"] is not None else ck["model"]
     model.load_state_dict(weights)
-    model.eval()
-    torch.set_grad_enabled(False)
+    model.eval()  # evaluate_bound and sample run under torch.no_grad themselves
     return model, cfg, tok, Path(ck["dir"])
 
 
