@@ -272,10 +272,10 @@ def test_config_overrides_parse_or_raise_config_error(argv):
     assert cfg.c1 > cfg.c2 >= 0 and 0 < cfg.t_min < 1 and cfg.steps >= 1 and cfg.batch_size >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="non-finite / negative lr, head_lr, grad_clip, ema, warmup pass "
+@pytest.mark.xfail(strict=True, reason="negative or non-finite lr, head_lr, ema, weight_decay, beta2 pass "
                                        "validation: oemdm_spec/fast/config.py:TrainConfig.validate")
-@settings(deadline=None, max_examples=60, derandomize=True)
-@given(key=st.sampled_from(["lr", "head_lr", "grad_clip", "ema", "weight_decay", "warmup", "max_minutes"]),
+@settings(deadline=None, max_examples=40, derandomize=True)
+@given(key=st.sampled_from(["lr", "head_lr", "ema", "weight_decay", "beta2"]),
        value=st.sampled_from(["-1", "nan", "inf", "-inf"]))
 def test_config_rejects_negative_or_non_finite_optimiser_settings(key, value):
     from oemdm_spec.fast.config import ConfigError, build_config, parse_overrides

@@ -88,9 +88,8 @@ BAD_UNVALIDATED = [
     ({"lr": -1e-3}, "lr"),
     ({"lr": "nan"}, "lr"),
     ({"head_lr": -1}, "head_lr"),
-    ({"grad_clip": -1}, "grad_clip"),
     ({"ema": 1.5}, "ema"),
-    ({"warmup": -5}, "warmup"),
+    ({"beta2": 1.5}, "beta2"),
     ({"tokenizer": "gpt5"}, "tokenizer"),
 ]
 
