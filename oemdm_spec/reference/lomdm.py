@@ -562,7 +562,7 @@ def lomdm_loss(
     main, vel = position_terms(log_px, w_phi_k, w_psi.to(dtype), masks)
     wt = weight.to(dtype).unsqueeze(-1)
     losses = wt * (main + vel)  # (B, K)
-    log_q = forward_log_prob(masks, w_phi_k, u.unsqueeze(-1).expand(b, K), pad_k_of(pad_mask, K))
+    log_q = forward_log_prob(masks, w_phi_k, u.unsqueeze(-1).expand(b, K), _pad_k(pad_mask, K))
     surrogate = rloo_surrogate(losses, log_q.to(dtype), score_term=score_term).mean()
     return LoMDMLoss(
         surrogate=surrogate,
@@ -576,7 +576,7 @@ def lomdm_loss(
     )
 
 
-def pad_k_of(pad_mask: Tensor | None, K: int) -> Tensor | None:
+def _pad_k(pad_mask: Tensor | None, K: int) -> Tensor | None:
     """(B, L) padding mask → (B, K, L) for the K samples (None stays None)."""
     return None if pad_mask is None else pad_mask.unsqueeze(1).expand(pad_mask.shape[0], K, pad_mask.shape[1])
 
