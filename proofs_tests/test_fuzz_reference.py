@@ -27,6 +27,7 @@ from oemdm_spec.reference.distributions import ForwardMasking, MaskedReverseStep
 from oemdm_spec.reference.elbo import discrete_nelbo
 from oemdm_spec.reference.exact import exact_nll
 from oemdm_spec.reference.sampling import ancestral_sample, first_hitting_sample, power_grid
+from oemdm_spec.reference.terms import kl_bernoulli, l_velocity, reverse_step_kl, unmask_probability
 
 FUZZ = settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)
@@ -115,6 +116,45 @@ def test_input_schedules_reject_bad_inputs():
         vs.alpha(torch.tensor([0.5]), torch.tensor([[0, 1, 3]]))  # 3 is not a token of V = 3
     with pytest.raises(ValueError, match="u"):
         vs.alpha(torch.tensor([0.5]), torch.tensor([[0, 1]]))  # wrong L
+
+
+# ----------------------------------------------------------------------------------------------------------
+# per-position terms
+
+
+probs = st.floats(0.0, 1.0)
+rates = st.floats(1e-6, 1e6)
+
+
+@FUZZ
+@given(sched=schedules(), s=st.floats(0.0, 1.0), t=st.floats(0.0, 1.0))
+def test_unmask_probability_is_a_probability(sched, s, t):
+    s, t = min(s, t), max(s, t)
+    lo = sched.log_one_minus_alpha(torch.tensor([s], dtype=torch.float64))
+    hi = sched.log_one_minus_alpha(torch.tensor([t], dtype=torch.float64))
+    a = unmask_probability(lo, hi)
+    ok = torch.isfinite(hi)  # 1 − α(t) = 0 (t in a window's past) leaves a undefined: no masked position
+    assert bool(((a[ok] >= -1e-12) & (a[ok] <= 1 + 1e-12)).all()), (s, t, a)
+
+
+@FUZZ
+@given(a=probs, a_hat=st.floats(1e-9, 1 - 1e-9), p=st.floats(1e-9, 1.0))
+def test_step_kl_terms_are_non_negative_and_vanish_on_the_diagonal(a, a_hat, p):
+    A, Ah = torch.tensor([a], dtype=torch.float64), torch.tensor([a_hat], dtype=torch.float64)
+    kl = kl_bernoulli(A, Ah)
+    assert bool(torch.isfinite(kl).all()) and float(kl) >= -1e-12
+    assert abs(float(kl_bernoulli(Ah, Ah))) < 1e-12
+    step = reverse_step_kl(torch.log(torch.tensor([p], dtype=torch.float64)), A, Ah)
+    assert float(step) >= float(kl) - 1e-12  # −a·log x_θ[x] ≥ 0
+
+
+@FUZZ
+@given(A=rates, A_hat=rates)
+def test_velocity_term_is_a_non_negative_bregman_divergence(A, A_hat):
+    v = l_velocity(torch.tensor([A], dtype=torch.float64), torch.tensor([A_hat], dtype=torch.float64))
+    assert bool(torch.isfinite(v).all()) and float(v) >= -1e-9 * max(A, A_hat)
+    assert abs(float(l_velocity(torch.tensor([A], dtype=torch.float64), torch.tensor([A], dtype=torch.float64)))) \
+        < 1e-9 * A
 
 
 # ----------------------------------------------------------------------------------------------------------
