@@ -282,3 +282,27 @@ def test_config_rejects_negative_or_non_finite_optimiser_settings(key, value):
 
     with pytest.raises(ConfigError, match=key):
         build_config(parse_overrides([f"--{key}", value]))
+
+
+@settings(deadline=None, max_examples=20, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(docs=st.lists(st.text(max_size=60), min_size=1, max_size=6),
+       protocol=st.sampled_from(["stream", "wrap", "padded"]), seq_len=st.integers(3, 12))
+def test_token_datasets_from_random_documents(tmp_path_factory, docs, protocol, seq_len):
+    """Any documents: a dataset with ids in range and a cache hit that returns the same ids, or a ValueError
+    (too little text for one sequence)."""
+    from oemdm_spec.data import build_token_dataset, get_tokenizer
+
+    tok = get_tokenizer("char" if protocol == "stream" else "bert-base-uncased")
+    cache = tmp_path_factory.mktemp("cache")
+    try:
+        ds = build_token_dataset(docs, tok, protocol, seq_len, "fuzz:" + repr(docs), cache_dir=cache)
+    except ValueError as e:
+        assert str(e)
+        return
+    again = build_token_dataset(docs, tok, protocol, seq_len, "fuzz:" + repr(docs), cache_dir=cache)
+    batch = [ds.get_batch(s, 3, 0) for s in range(2)]
+    for b, b2 in zip(batch, [again.get_batch(s, 3, 0) for s in range(2)], strict=True):
+        x = b[0] if isinstance(b, tuple) else b
+        x2 = b2[0] if isinstance(b2, tuple) else b2
+        assert torch.equal(x, x2)
+        assert int(x.min()) >= 0 and int(x.max()) < tok.vocab_size
