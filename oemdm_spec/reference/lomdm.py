@@ -411,7 +411,8 @@ class LogTimeMixture:
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         r = _stratified(n, generator) * len(self.rates)
         comp = r.floor().long().clamp_max(len(self.rates) - 1)
-        q = (r - comp).clamp(0.0, 1.0 - 1e-16)
+        # q > 0 keeps u > 0: at u = 0 an unmasked position has log q = −inf and a NaN gradient, even under where
+        q = (r - comp).clamp(1e-300, 1.0 - 1e-16)
         lam = torch.tensor(self.rates, dtype=torch.float64)[comp]
         u = -torch.log1p(-q) / lam
         return u, torch.exp(-self.log_density(u))
@@ -461,8 +462,8 @@ def rloo_surrogate(losses: Tensor, log_q: Tensor, *, score_term: bool = True) ->
 
         surrogate = mean_k L_k + (1/K) Σ_k sg(L_k − mean_{j≠k} L_j) · log q_φ(z_k | x)
 
-    Its gradient is an unbiased estimate of ∇ E_q[L]; its value equals mean_k L_k (the score term is not
-    part of the reported NELBO). K = 2 gives ½(L1 + L2) + ½·sg(L1 − L2)(log q1 − log q2) (GenMD4).
+    Its gradient is an unbiased estimate of ∇ E_q[L]. Its *value* includes the score term, so it is not the
+    NELBO; report mean_k L_k (``LoMDMLoss.nelbo``). K = 2 gives ½(L1 + L2) + ½·sg(L1 − L2)(log q1 − log q2) (GenMD4).
     ``score_term=False`` keeps only the pathwise part mean_k L_k: the naive, biased gradient.
     """
     k = losses.shape[-1]
