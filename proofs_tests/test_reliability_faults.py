@@ -374,7 +374,7 @@ CORRUPTIONS = [
     ("state.json", _garble_json, "truncated state.json"),
     ("ema.safetensors", _unlink, "missing EMA file"),
     ("state.json", _mismatch, "config/weights mismatch"),
-    ("model.safetensors", _wrong_vocab, "wrong vocabulary size"),
+    ("ema.safetensors", _wrong_vocab, "wrong vocabulary size"),  # the EMA: eval reads it, resume too
 ]
 
 
