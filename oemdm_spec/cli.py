@@ -52,13 +52,18 @@ def load_run(path: str, use_ema: bool = True):
 
     try:
         ck = load_checkpoint(path)
-    except FileNotFoundError as e:
+        cfg = TrainConfig.from_dict(ck["config"])
+        tok = get_tokenizer(cfg.tokenizer)
+        model = OeMDM(cfg.model_config(tok.vocab_size))
+    except (FileNotFoundError, ValueError, TypeError) as e:  # CheckpointError and ConfigError are ValueErrors
         raise UsageError(str(e)) from None
-    cfg = TrainConfig.from_dict(ck["config"])
-    tok = get_tokenizer(cfg.tokenizer)
-    model = OeMDM(cfg.model_config(tok.vocab_size))
     weights = ck["ema"] if use_ema and ck["ema"] is not None else ck["model"]
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # shapes/keys of another model, vocabulary or size
+        detail = " ".join(str(e).strip().splitlines()[:2])
+        raise UsageError(f"checkpoint {ck['dir']} does not fit its config (model={cfg.model}, "
+                         f"d_model={cfg.d_model}, vocabulary {tok.vocab_size}): {detail}") from None
     model.eval()  # evaluate_bound and sample run under torch.no_grad themselves
     return model, cfg, tok, Path(ck["dir"])
 
@@ -86,6 +91,7 @@ def draw_and_render(model, tok, cfg, out_png: Path, *, num: int, seed: int, samp
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from oemdm_spec.fast.checkpoint import CheckpointError
     from oemdm_spec.fast.config import ConfigError, build_config, parse_overrides
     from oemdm_spec.fast.plots import plot_order_stats, plot_training
     from oemdm_spec.fast.train import train
@@ -97,7 +103,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         return _fail(str(e))
     try:
         res = train(cfg, resume=args.resume, overrides=overrides if args.resume else None)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
         return _fail(str(e))
     if res.eval is None:  # non-zero DDP ranks
         return 0
@@ -133,9 +139,18 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _check_sizes(args: argparse.Namespace, minimum: dict[str, int]) -> None:
+    """Integer options with a lower bound (a clear message instead of a traceback or a silent 0 bound)."""
+    for name, low in minimum.items():
+        value = getattr(args, name)
+        if value < low:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         return _fail(f"unexpected arguments for eval: {' '.join(extra)}")
+    _check_sizes(args, {"repeats": 1, "batch_size": 1, "max_batches": 0})
     from oemdm_spec.data import PackedDataset
     from oemdm_spec.fast.evaluate import evaluate_bound
     from oemdm_spec.fast.train import load_text
@@ -183,6 +198,7 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.sampler not in SAMPLERS:
         return _fail(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+    _check_sizes(args, {"num": 1, "length": 0, "steps": 0})
     model, cfg, tok, ck = load_run(args.run)
     init = None
     length = args.length or cfg.seq_len

@@ -173,11 +173,6 @@ def random_argv(rng: random.Random, w: dict[str, Path], only_invalid: bool = Fal
     return [cmd, *rng.choices(VALUES, k=rng.randint(0, 3))]
 
 
-@pytest.mark.xfail(strict=True, reason="crashes found (docs/reliability.md): --lr nan (torch's 'Invalid learning "
-                                       "rate'), eval --batch-size 0, --data of an empty file, --num_samples 0 "
-                                       "(ZeroDivisionError), --resume with another --model (state_dict keys): "
-                                       "oemdm_spec/fast/config.py:TrainConfig.validate, oemdm_spec/fast/train.py:"
-                                       "train, oemdm_spec/cli.py:cmd_eval")
 def test_cli_fuzz_every_run_exits_0_or_2(world, capsys):
     """Random argument lists for every command. Collects all crashes, then fails listing them."""
     crashes: list[tuple[list[str], str]] = []

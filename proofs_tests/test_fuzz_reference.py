@@ -269,8 +269,6 @@ def test_distributions_reject_bad_arguments(make, needle):
         make()
 
 
-@pytest.mark.xfail(strict=True, reason="alpha of a non-broadcastable shape raises torch's RuntimeError from "
-                                       "expand: oemdm_spec/reference/distributions.py:ForwardMasking.__init__")
 def test_forward_masking_rejects_alpha_of_the_wrong_shape():
     with pytest.raises(ValueError, match="alpha"):
         ForwardMasking(torch.tensor([0, 1]), torch.tensor([0.5, 0.5, 0.5]), mask_id=3)

@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written, read, or that does not fit its run (the CLI exits with code 2)."""
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -57,9 +62,28 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Mo
                     opt: torch.optim.Optimizer, config: dict[str, Any], extra: dict[str, Any] | None = None,
                     keep: int = 2) -> Path:
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
+    tmp: Path | None = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp_step_{step:07d}_", dir=root))
+        return _save_into(root, tmp, step, model, ema, opt, config, extra, keep)
+    except (OSError, SafetensorError) as e:
+        # a full disk (ENOSPC), a file-size limit (EFBIG), a read-only or vanished directory: the previous
+        # checkpoint is untouched (nothing is renamed before every file is written); say which one it is
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            last = str(resolve_checkpoint(run_dir))
+        except (FileNotFoundError, OSError):
+            last = "none"
+        raise CheckpointError(f"cannot write checkpoint step {step} under {root}: {e}; "
+                              f"the last good checkpoint is {last}") from None
+
+
+def _save_into(root: Path, tmp: Path, step: int, model: nn.Module, ema: nn.Module | None,
+               opt: torch.optim.Optimizer, config: dict[str, Any], extra: dict[str, Any] | None,
+               keep: int) -> Path:
     final = root / f"step_{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp_step_{step:07d}_", dir=root))
     save_file(_contiguous(model.state_dict()), str(tmp / "model.safetensors"))
     if ema is not None:
         save_file(_contiguous(ema.state_dict()), str(tmp / "ema.safetensors"))
@@ -76,9 +100,15 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Mo
     }
     with open(tmp / "state.json", "w") as f:
         json.dump(state, f, indent=1)
-    if final.exists():
-        shutil.rmtree(final)
+    aside = None
+    if final.exists():  # the same step written again (a resumed run that had already finished)
+        # move the old one aside rather than delete it first; a kill in between leaves `latest` naming a
+        # missing directory, and resolve_checkpoint then falls back to the newest complete step
+        aside = root / f".old_{final.name}_{os.getpid()}"
+        os.replace(final, aside)
     os.replace(tmp, final)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
     latest_tmp = root / ".latest.tmp"
     latest_tmp.write_text(final.name + "\n")
     os.replace(latest_tmp, root / "latest")
@@ -89,24 +119,47 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Mo
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a run directory, its checkpoints/ directory, or a step directory."""
+    """Accept a run directory, its checkpoints/ directory, or a step directory.
+
+    If ``latest`` names a directory that is gone (a kill while the same step was being written again), the
+    newest complete ``step_*`` directory is used instead: every step directory is complete by construction.
+    """
     p = Path(path)
     if (p / "state.json").exists():
         return p
     for root in (p / "checkpoints", p):
         if (root / "latest").exists():
-            return root / (root / "latest").read_text().strip()
+            named = root / (root / "latest").read_text().strip()
+            if (named / "state.json").exists():
+                return named
+            steps = sorted(d for d in root.glob("step_*") if (d / "state.json").exists())
+            if steps:
+                return steps[-1]
+            return named
     raise FileNotFoundError(f"no checkpoint found at {str(path)!r} (expected a run dir or step dir)")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """All of a checkpoint; a missing, truncated or garbled file raises CheckpointError naming it."""
     ck = resolve_checkpoint(path)
-    with open(ck / "state.json") as f:
-        state = json.load(f)
-    state["dir"] = str(ck)
-    state["model"] = load_file(str(ck / "model.safetensors"))
-    state["ema"] = load_file(str(ck / "ema.safetensors")) if (ck / "ema.safetensors").exists() else None
-    state["optim_tensors"] = load_file(str(ck / "optim.safetensors"))
+    if not ck.is_dir():
+        raise FileNotFoundError(f"checkpoint {ck} does not exist (named by {ck.parent / 'latest'})")
+    name = "state.json"
+    try:
+        with open(ck / name) as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or "step" not in state or "config" not in state:
+            raise ValueError("no step/config entries")
+        state["dir"] = str(ck)
+        name = "model.safetensors"
+        state["model"] = load_file(str(ck / name))
+        name = "ema.safetensors"
+        want_ema = float(state["config"].get("ema", 0) or 0) > 0
+        state["ema"] = load_file(str(ck / name)) if want_ema or (ck / name).exists() else None
+        name = "optim.safetensors"
+        state["optim_tensors"] = load_file(str(ck / name))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise CheckpointError(f"checkpoint {ck} is unreadable: {name}: {e}") from None
     return state
 
 

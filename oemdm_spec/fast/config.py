@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -87,7 +88,23 @@ class TrainConfig:
             raise ConfigError(f"need c1 > c2 >= 0 (w = c1 + c2*NormSig stays > 0), got c1={self.c1}, c2={self.c2}")
         if not 0 < self.t_min < 1:
             raise ConfigError(f"t_min must lie in (0, 1), got {self.t_min}")
-        for key in ("steps", "batch_size", "seq_len", "n_layer", "n_head", "d_model", "K", "block_size"):
+        # optimiser settings: torch rejects some of these only deep inside AdamW, and a negative lr trains
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.head_lr) and self.head_lr >= 0):
+            raise ConfigError(f"head_lr must be a finite number >= 0 (0: same as lr), got {self.head_lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.beta2 < 1:
+            raise ConfigError(f"beta2 must lie in [0, 1), got {self.beta2}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must lie in [0, 1) (0: off), got {self.ema}")
+        from oemdm_spec.data import TOKENIZER_NAMES
+
+        if self.tokenizer not in TOKENIZER_NAMES:
+            raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_NAMES)}, got {self.tokenizer!r}")
+        for key in ("steps", "batch_size", "seq_len", "n_layer", "n_head", "d_model", "K", "block_size",
+                    "log_every", "eval_batch_size", "final_eval_batches", "num_samples", "sample_len"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
@@ -111,8 +128,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from a dict (config.json, a checkpoint's state.json). An unknown key is an error naming
+        the closest valid key: silently dropping it would run with the default instead of what was meant."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        for k in d:
+            if k not in known:
+                raise ConfigError(unknown_key_message(str(k)).replace("unknown config key --", "unknown config key "))
+        return cls(**d)
 
     @classmethod
     def load(cls, path: str) -> TrainConfig:

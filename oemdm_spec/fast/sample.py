@@ -56,6 +56,19 @@ def sample(model: OeMDM, num: int, *, length: int | None = None, sampler: str = 
     revealed (−1 for fixed positions given in ``init``, where the mask id marks positions to generate)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sample: sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if not isinstance(num, int) or num < 0:
+        raise ValueError(f"sample: num must be an int >= 0, got num={num!r}")
+    if length is not None and (not isinstance(length, int) or length < 0):
+        raise ValueError(f"sample: length must be an int >= 0 (0: the model's seq_len), got length={length!r}")
+    if init is not None:
+        # tokens in [0, V) stay fixed, the mask id V marks positions to generate; anything else is an error
+        # here rather than an IndexError deep in the embedding
+        if init.dim() != 2 or init.shape[0] != num or init.dtype.is_floating_point:
+            raise ValueError(f"sample: init must be an integer tensor (num={num}, L), got {tuple(init.shape)} "
+                             f"{init.dtype}")
+        if init.numel() and (int(init.min()) < 0 or int(init.max()) > model.cfg.mask_id):
+            raise ValueError(f"sample: init ids must lie in [0, {model.cfg.mask_id}] (mask id = "
+                             f"{model.cfg.mask_id}), got values in [{int(init.min())}, {int(init.max())}]")
     was_training = model.training
     model.eval()
     L = length or model.cfg.seq_len

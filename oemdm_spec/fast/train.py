@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_optimizer, save_checkpoint
-from .config import TrainConfig, build_config
+from .checkpoint import CheckpointError, load_checkpoint, load_optimizer, save_checkpoint
+from .config import ConfigError, TrainConfig, build_config
 from .distributed import DistInfo, setup_distributed, teardown_distributed
 from .evaluate import EvalResult, evaluate_bound
 from .model import OeMDM, count_parameters
@@ -235,11 +235,12 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {dist_info.world_size}")
     local_batch = cfg.batch_size // dist_info.world_size
     main = dist_info.is_main
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(str(run_dir / "config.json"))
 
-    tok, train_ds, val_ds = build_datasets(cfg)
+    # everything that can reject the input (data, checkpoint) runs before anything is written
+    try:
+        tok, train_ds, val_ds = build_datasets(cfg)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"data {cfg.data!r} (tokenizer {cfg.tokenizer}, seq_len {cfg.seq_len}): {e}") from None
     mcfg = cfg.model_config(tok.vocab_size)
     torch.manual_seed(cfg.seed)  # initial weights: a function of the seed only
     model = OeMDM(mcfg).to(device)
@@ -248,11 +249,25 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
     opt = make_optimizer(model, cfg, fused=use_cuda)
     start = 0
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        if ema is not None and ckpt["ema"] is not None:
-            ema.load_state_dict(ckpt["ema"])
-        load_optimizer(opt, ckpt["optim_tensors"], ckpt["optimizer"], device)
+        try:
+            model.load_state_dict(ckpt["model"])
+            if ema is not None:
+                if ckpt["ema"] is None:
+                    raise ValueError("ema.safetensors is missing but the run has ema > 0")
+                ema.load_state_dict(ckpt["ema"])
+            load_optimizer(opt, ckpt["optim_tensors"], ckpt["optimizer"], device)
+        except (RuntimeError, ValueError, KeyError) as e:
+            detail = str(e).strip().splitlines()
+            raise CheckpointError(
+                f"checkpoint {ckpt['dir']} does not fit the run's config (model={cfg.model}, d_model={cfg.d_model}, "
+                f"n_layer={cfg.n_layer}, vocabulary {tok.vocab_size}): {' '.join(detail[:2])}") from None
         start = int(ckpt["step"])
+    if main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(str(run_dir / "config.json"))
+        except OSError as e:
+            raise ConfigError(f"cannot write the run directory {str(run_dir)!r}: {e.strerror or e}") from None
     if cfg.compile == "yes" or (cfg.compile == "auto" and use_cuda):
         # compile the backbone's feature pass (all heavy compute); the gather/loss stays eager (dynamic N)
         model.backbone.features = torch.compile(model.backbone.features)  # type: ignore[method-assign]

@@ -67,8 +67,11 @@ class ForwardMasking(dist.TorchDistribution):
         if x.dim() < 1:
             raise ValueError(f"ForwardMasking: x must be (..., L), got shape {tuple(x.shape)}")
         _check_tokens("x", "ForwardMasking", x, mask_id)
-        if alpha.shape != x.shape:
-            alpha = alpha.expand(x.shape) if alpha.dim() <= x.dim() else alpha
+        if alpha.shape != x.shape and alpha.dim() <= x.dim():
+            try:
+                alpha = alpha.expand(x.shape)
+            except RuntimeError:
+                pass  # not broadcastable: reported just below as a ValueError naming alpha
         if alpha.shape != x.shape:
             raise ValueError(f"ForwardMasking: alpha {tuple(alpha.shape)} must have the shape of x {tuple(x.shape)}")
         self.x, self.alpha, self.mask_id = x.long(), alpha, int(mask_id)

@@ -190,8 +190,9 @@ def _validate_row_args(fn: str, n: int, v: int, target: Tensor, A: Tensor, A_hat
         fn,
         [
             ("target", target, 0, v - 1, f"in [0, {v}) (V = {v})"),
-            ("A", A, 0.0, float("inf"), "non-negative and finite"),
-            ("A_hat", A_hat, 0.0, float("inf"), "non-negative and finite"),
+            # the largest finite float as the bound: inf is rejected too (inf·log gives a NaN loss)
+            ("A", A, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
+            ("A_hat", A_hat, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
         ],
     )
 
