@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from oemdm_spec.fast.checkpoint import CheckpointError
     from oemdm_spec.fast.config import ConfigError, build_config, parse_overrides
     from oemdm_spec.fast.plots import plot_order_stats, plot_training
-    from oemdm_spec.fast.train import train
+    from oemdm_spec.fast.train import TrainingDiverged, train
 
     try:
         overrides = parse_overrides(extra)
@@ -103,8 +103,14 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         return _fail(str(e))
     try:
         res = train(cfg, resume=args.resume, overrides=overrides if args.resume else None)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, TrainingDiverged) as e:
         return _fail(str(e))
+    if res.interrupted is not None:
+        import signal
+
+        print(f"[oemdm] {res.interrupted}: stopped at step {res.final_step} of {res.config.steps}; checkpoint in "
+              f"{res.run_dir / 'checkpoints'}. Continue with: oemdm train --resume {res.run_dir}", file=sys.stderr)
+        return 128 + int(signal.Signals[res.interrupted])  # the shell's convention for death by a signal
     if res.eval is None:  # non-zero DDP ranks
         return 0
     cfg = res.config

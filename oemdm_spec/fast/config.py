@@ -66,6 +66,8 @@ class TrainConfig:
     num_samples: int = field(default=4, metadata={"help": "samples drawn at the end (heatmap rows)"})
     stop_at: int = field(default=0, metadata={"help": "stop+checkpoint at this step, schedule unchanged (0: off)"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop early after this wall time (0: no limit)"})
+    max_bad_steps: int = field(default=5, metadata={
+        "help": "consecutive non-finite steps skipped (not applied) before the run stops with an error"})
     # hardware
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the backbone: auto (on GPU), yes, no"})
@@ -107,6 +109,9 @@ class TrainConfig:
                     "log_every", "eval_batch_size", "final_eval_batches", "num_samples", "sample_len"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_bad_steps < 0:
+            raise ConfigError(f"max_bad_steps must be >= 0 (0: stop at the first non-finite step), got "
+                              f"{self.max_bad_steps}")
         if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
             raise ConfigError(f"d_model ({self.d_model}) must split into n_head ({self.n_head}) even-sized heads")
         if self.model == "bd3lm" and self.seq_len % self.block_size:

@@ -69,7 +69,7 @@ def sequence_bound(model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor
                                      backend=kernel_backend(h))
         return row.view(B, L).sum(-1).double() / L
     if typ == "bd3lm":
-        nb = L // model.cfg.block_size
+        v = v if v.dim() == 2 else v[:, None]  # (B, n_blocks); a single block may arrive squeezed
         u = -torch.log1p(-v.double()) / 0.5  # Exp(1/2) per block
         log_p = math.log(0.5) - 0.5 * u  # (B, nb)
         u_pos = u.repeat_interleave(model.cfg.block_size, dim=1)
@@ -78,7 +78,6 @@ def sequence_bound(model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor
         feats = model.bd3lm_features(z, x)
         w_fwd = w_rev = torch.ones(B, L, device=x.device)
         weight = torch.exp(-log_p).repeat_interleave(model.cfg.block_size, dim=1)  # 1/p(u_b) per position
-        del nb
     else:
         if typ == "lomdm":
             fx = model.backbone.features(x, _time(model, torch.full((B,), 0.5, device=x.device)))

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import linear_oemdm_row_loss, oemdm_row_loss
+from .kernels.masking import _log1m_exp
 from .model import OeMDM
 
 GENMD4_LOG_W_RANGE = (-4.0, 2.0)  # w ∈ [0.018, 7.4]: keeps the GenMD4 schedule away from degenerate
@@ -88,8 +89,11 @@ def genmd4_log_w(model: OeMDM) -> Tensor:
 
 
 def log_one_minus_t_pow(w_log_t: Tensor) -> Tensor:
-    """log(1 − t^w) from w·log t, in log space (spec §4); clamped away from 0 so t → 1 stays finite."""
-    return torch.log(-torch.expm1(w_log_t.clamp(max=-1e-7)))
+    """log(1 − t^w) from y = w·log t, in log space (spec §4), with Mächler's two branches (the same as the
+    masking kernel's): log(−expm1(y)) for y > −log 2, log1p(−e^y) below, where log(−expm1(y)) would take the
+    log of a number within t^w of 1 and lose the relative precision of the small result. y is clamped away
+    from 0 so that t → 1 stays finite."""
+    return _log1m_exp(w_log_t.clamp(max=-1e-7))
 
 
 def forward_log_q(masked: Tensor, w: Tensor, log_t: Tensor) -> Tensor:
@@ -147,6 +151,7 @@ class LossOutput:
 
 def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_stats: bool = False) -> LossOutput:
     """The training loss of ``model`` on clean x (B, L) under ``noise``. Per-token: sums over positions / L."""
+    check_tokens(model, x)
     typ = model.cfg.model_type
     B, L = x.shape
     m = model.cfg.mask_id
@@ -162,7 +167,8 @@ def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_st
 
     if typ in ("mdlm", "bd3lm"):
         if typ == "bd3lm":  # one t per block, MDLM schedule inside each block
-            t_pos = t.repeat_interleave(model.cfg.block_size, dim=1)  # (B, L)
+            t_blk = t if t.dim() == 2 else t[:, None]  # (B, n_blocks); n_times = 1 squeezes a single block
+            t_pos = t_blk.repeat_interleave(model.cfg.block_size, dim=1)  # (B, L)
         else:
             t_pos = t[:, None].expand(B, L)
         masked = noise.u[0] < t_pos
@@ -208,6 +214,24 @@ def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_st
             stats["w_fwd_masked"] = w_fwd.detach()[masked[0]]
             stats["w_rev_masked"] = w_rev.detach()[0][masked[0]]
     return LossOutput(loss, per_seq.detach().mean(), per_seq.detach(), stats, masked=masked)
+
+
+def check_tokens(model: OeMDM, x: Tensor) -> None:
+    """Reject clean sequences the loss cannot score: x must be (B, L) integer ids in [0, V). The mask id
+    V in x would otherwise be trained on as a clean token, and an id beyond it fails deep in the embedding.
+    (The min/max read synchronises a GPU, as the masked-row gather below does anyway.)"""
+    cfg = model.cfg
+    if x.dim() != 2 or (cfg.model_type == "bd3lm" and x.shape[1] != cfg.seq_len):
+        want = f"(B, {cfg.seq_len})" if cfg.model_type == "bd3lm" else "(B, L)"
+        raise ValueError(f"oemdm_loss: x must have shape {want}, got {tuple(x.shape)}")
+    if x.dtype.is_floating_point or x.dtype == torch.bool or x.dtype.is_complex:
+        raise ValueError(f"oemdm_loss: x must hold integer token ids, got dtype {x.dtype}")
+    if x.numel():
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi >= cfg.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"oemdm_loss: x holds token id {bad}, outside [0, {cfg.vocab_size}) (the mask id is "
+                             f"{cfg.mask_id} and is never a clean token)")
 
 
 def _t(model: OeMDM, t: Tensor) -> Tensor | None:

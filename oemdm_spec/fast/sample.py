@@ -25,10 +25,18 @@ SAMPLERS = ("first-hitting", "grid", "topk")
 
 
 @torch.no_grad()
-def _pass(model: OeMDM, z: Tensor) -> tuple[Tensor, Tensor]:
-    """One denoiser pass: token probabilities x_θ (B, L, V) in float64 and reverse rates ŵ (B, L)."""
+def _pass(model: OeMDM, z: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One denoiser pass: token probabilities x_θ (B, L, V) in float64 and reverse rates ŵ (B, L).
+
+    ``t`` (B,) is the current time, read only by a time-conditioned denoiser (the default is time-agnostic)."""
     typ = model.cfg.model_type
-    feats = model.backbone.features(z, None)
+    if model.cfg.time_conditioning:
+        if t is None:
+            raise ValueError("_pass: a time-conditioned model needs the current time t")
+        t_in = t.to(device=z.device, dtype=torch.float32).expand(z.shape[0])
+    else:
+        t_in = None
+    feats = model.backbone.features(z, t_in)
     logits = model.backbone.logits(feats).double()
     B, L = z.shape
     if typ == "genmd4":
@@ -90,13 +98,24 @@ def sample(model: OeMDM, num: int, *, length: int | None = None, sampler: str = 
 
 
 def _sample_first_hitting(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, topk: bool):
+    """One reveal per step. A time-conditioned denoiser also needs the time: in log-time u = −log t every masked
+    position i has hazard ŵ_i, so the next reveal comes after Δu ~ Exp(Σ_masked ŵ). Each sequence keeps its
+    own t (starting at 1); the pass is made at the current t, so rates and tokens are held at their values at
+    the start of each interval (exact when ŵ and x_θ do not depend on t). Time-agnostic models skip the
+    exponential draws, so their samples do not change with this bookkeeping."""
     m = model.cfg.mask_id
+    timed = model.cfg.time_conditioning
+    log_t = torch.zeros(z.shape[0], dtype=torch.float64)  # per sequence, on the CPU like the generator
     step = 0
     while bool((z == m).any()):
-        probs, rate = _pass(model, z)
+        probs, rate = _pass(model, z, torch.exp(log_t) if timed else None)
         masked = z == m
         weights = torch.where(masked, rate, torch.zeros_like(rate)).cpu()
         active = masked.any(-1).cpu()
+        if timed:
+            total = weights.sum(-1).clamp_min(1e-300)
+            e = -torch.log1p(-torch.rand(z.shape[0], generator=g, dtype=torch.float64))  # Exp(1)
+            log_t = torch.where(active, log_t - e / total, log_t)
         if topk:
             pos = torch.where(masked.cpu(), weights, torch.full_like(weights, -1.0)).argmax(-1)
         else:
@@ -113,8 +132,12 @@ def _sample_first_hitting(model: OeMDM, z: Tensor, order: Tensor, g: torch.Gener
 def _sample_grid(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, steps: int):
     m = model.cfg.mask_id
     cache = None
+    p_exp = 1.0  # t_T = 1 for any exponent; later steps use the exponent of the previous pass
     for k in range(steps, 0, -1):
-        if cache is None:
+        if model.cfg.time_conditioning:
+            # a time-conditioned pass is not reusable across times; it sees t_k on the previous step's grid
+            cache = _pass(model, z, torch.tensor((k / steps) ** p_exp, dtype=torch.float64))
+        elif cache is None:
             cache = _pass(model, z)
         probs, rate = cache
         p_exp = 1.0 / max(float(rate.min()), 1e-3)  # power grid t_k = (k/T)^p with p >= 1/min w

@@ -14,7 +14,9 @@ import csv
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,6 +175,71 @@ def order_stats(step: int, stats: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# stopping safely: signals and non-finite steps
+
+GROUP_NAMES = ("decay", "no_decay", "heads")  # make_optimizer's parameter groups, in order
+
+
+class TrainingDiverged(RuntimeError):
+    """More than ``max_bad_steps`` consecutive steps had a non-finite loss or gradient."""
+
+
+class StopSignals:
+    """SIGTERM / SIGINT ask the loop to stop after the current step; the loop then writes a checkpoint.
+
+    The first signal only sets a flag (a half-applied optimiser step or a half-written checkpoint is never
+    interrupted); a second one restores the previous handler and re-delivers the signal, so a stuck run can
+    still be killed with a second Ctrl-C. Handlers are installed only in the main thread (Python's rule) and
+    restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+    def should_stop(self, dist_enabled: bool, device: torch.device) -> bool:
+        """Under DDP every rank must leave the loop at the same step (a rank that stops alone would hang the
+        others in the next all-reduce), so the flag is max-reduced across ranks."""
+        flag = self.received is not None
+        if dist_enabled:
+            f = torch.tensor([1.0 if flag else 0.0], device=device)
+            torch.distributed.all_reduce(f, op=torch.distributed.ReduceOp.MAX)
+            flag = bool(f.item() > 0)
+        return flag
+
+
+def nonfinite_groups(opt: torch.optim.Optimizer) -> list[str]:
+    """Names of the parameter groups holding a non-finite gradient (for the error message)."""
+    bad = []
+    for i, group in enumerate(opt.param_groups):
+        if any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in group["params"]):
+            bad.append(GROUP_NAMES[i] if i < len(GROUP_NAMES) else f"group {i}")
+    return bad
+
+
+# ----------------------------------------------------------------------------------------------------------
 # the run
 
 
@@ -190,6 +257,8 @@ class TrainResult:
     tokenizer: Any = None
     val_data: Any = None
     losses: list[float] | None = None
+    skipped_steps: int = 0
+    interrupted: str | None = None  # the signal's name when SIGTERM / SIGINT stopped the run
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -215,7 +284,17 @@ def make_run_dir(cfg: TrainConfig) -> Path:
 
 def train(cfg: TrainConfig | None = None, *, resume: str | None = None, overrides: dict[str, Any] | None = None,
           progress: bool = True, final_eval: bool = True) -> TrainResult:
-    """Train a model; returns where everything went and the final validation bound (EMA weights)."""
+    """Train a model; returns where everything went and the final validation bound (EMA weights).
+
+    SIGTERM / SIGINT stop the run after the current step with a checkpoint (``result.interrupted`` names the
+    signal; no final evaluation). A step whose loss or gradient is non-finite is skipped (weights, optimiser
+    state and EMA untouched) and counted; more than ``max_bad_steps`` in a row raise ``TrainingDiverged``."""
+    with StopSignals() as signals:
+        return _train(cfg, resume, overrides, progress, final_eval, signals)
+
+
+def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any] | None, progress: bool,
+           final_eval: bool, signals: StopSignals) -> TrainResult:
     t_start = time.time()
     ckpt = None
     if resume is not None:
@@ -300,6 +379,11 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
     tokens_per_step = cfg.batch_size * cfg.seq_len
     train_time = 0.0
     step = start
+    skipped = 0  # steps skipped for a non-finite loss/gradient, in all
+    bad_run: list[tuple[int, float, list[str]]] = []  # the current run of consecutive bad steps
+    last_ckpt: Path | None = Path(ckpt["dir"]) if ckpt is not None else None
+    ckpt_before_bad: Path | None = None
+    interrupted: str | None = None
 
     def run_eval(n_batches: int) -> EvalResult:
         target = ema if ema is not None else model
@@ -321,12 +405,39 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
             out = loss_mod(x, noise.t, noise.u, want_stats)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
-        gnorm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0
-                 else torch.tensor(float("nan")))
-        opt.step()
-        if ema is not None:
-            ema_update(ema, model, cfg.ema, step)
+        # the total norm (not clipping when grad_clip = 0) doubles as the finiteness check: it is non-finite
+        # iff some gradient is; under DDP the gradients are all-reduced, so every rank decides alike
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         loss_val = float(out.loss.detach())
+        if math.isfinite(loss_val) and math.isfinite(float(gnorm)):
+            bad_run.clear()
+            opt.step()
+            if ema is not None:
+                ema_update(ema, model, cfg.ema, step)
+        else:
+            # skip: no optimiser step, no EMA update, so the weights and Adam moments stay finite
+            skipped += 1
+            if not bad_run:
+                ckpt_before_bad = last_ckpt  # checkpoints written during the bad run hold the same weights
+            bad_run.append((step + 1, loss_val, nonfinite_groups(opt)))
+            opt.zero_grad(set_to_none=True)
+            if main:
+                print(f"\n[oemdm] step {step + 1}: non-finite loss/gradient (loss {loss_val}); step skipped "
+                      f"({len(bad_run)} in a row, max_bad_steps={cfg.max_bad_steps})", file=sys.stderr, flush=True)
+            if len(bad_run) > cfg.max_bad_steps:
+                if bar is not None:
+                    bar.close()
+                logger.close()
+                first, first_loss, groups = bad_run[0]
+                where = f"the last good checkpoint (before step {first}) is {ckpt_before_bad}" \
+                    if ckpt_before_bad is not None else \
+                    "no checkpoint was written before it"
+                raise TrainingDiverged(
+                    f"training stopped: {len(bad_run)} consecutive non-finite steps, the first at step {first} "
+                    f"(loss {first_loss}; non-finite gradients in parameter group(s) "
+                    f"{', '.join(groups) or 'none (the loss itself)'}); none of them was applied. {where}. "
+                    f"Lower lr (now {cfg.lr}), set grad_clip, or use dtype fp32, then resume from it with "
+                    f"`oemdm train --resume {run_dir}`")
         losses.append(loss_val)
         dt = time.time() - t0
         train_time += dt
@@ -347,7 +458,14 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
                             refresh=False)
             bar.update(1)
         if main and cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < stop:
-            save_checkpoint(run_dir, done, model, ema, opt, cfg.to_dict())
+            last_ckpt = save_checkpoint(run_dir, done, model, ema, opt, cfg.to_dict())
+        if signals.should_stop(dist_info.enabled, device) and done < stop:
+            interrupted = signal.Signals(signals.received).name if signals.received is not None else "signal"
+            if main:
+                print(f"\n[oemdm] {interrupted} received: stopping after step {done} with a checkpoint",
+                      file=sys.stderr, flush=True)
+            step = done - 1
+            break
         if cfg.max_minutes > 0 and (time.time() - t_start) > 60 * cfg.max_minutes:
             if main:
                 print(f"\n[oemdm] max_minutes={cfg.max_minutes} reached at step {done}; stopping early",
@@ -361,8 +479,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
         bar.close()
     result_eval = None
     if main:
-        save_checkpoint(run_dir, final_step, model, ema, opt, cfg.to_dict())
-        if final_eval:
+        last_ckpt = save_checkpoint(run_dir, final_step, model, ema, opt, cfg.to_dict())
+        if final_eval and interrupted is None:
             result_eval = run_eval(cfg.final_eval_batches)
             val_curve.append((final_step, train_time, result_eval.nelbo))
             logger.log({"step": final_step, "val_nelbo": result_eval.nelbo, "val_se": result_eval.se,
@@ -370,7 +488,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
         summary = {
             "model": cfg.model, "final_step": final_step, "wall_s": time.time() - t_start,
             "train_s": train_time, "tokens_per_s": tokens_per_step * (final_step - start) / max(train_time, 1e-9),
-            "parameters": count_parameters(model), "val_curve": val_curve,
+            "parameters": count_parameters(model), "val_curve": val_curve, "skipped_steps": skipped,
+            "interrupted": interrupted, "checkpoint": str(last_ckpt),
         }
         if result_eval is not None:
             summary.update(val_nelbo=result_eval.nelbo, val_se=result_eval.se, val_bits=result_eval.bits,
@@ -381,7 +500,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | None = None, override
     teardown_distributed()
     tps_all = tokens_per_step * (final_step - start) / max(train_time, 1e-9)
     return TrainResult(run_dir, cfg, final_step, result_eval, time.time() - t_start, tps_all, val_curve,
-                       model=model, ema=ema, tokenizer=tok, val_data=val_ds, losses=losses)
+                       model=model, ema=ema, tokenizer=tok, val_data=val_ds, losses=losses, skipped_steps=skipped,
+                       interrupted=interrupted)
 
 
 def env_rank() -> int:

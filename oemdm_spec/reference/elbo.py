@@ -300,7 +300,8 @@ def continuous_nelbo_exact(
     cuts = sorted({0.0, 1.0, *forward.kinks(), *reverse.kinks()})
 
     def f(t: float) -> np.ndarray:
-        terms = continuous_integrand(x, denoiser, forward, reverse, t, vocab_size=vocab_size)
+        with torch.no_grad():  # the quadrature needs numbers only (a grad-requiring denoiser would refuse .numpy())
+            terms = continuous_integrand(x, denoiser, forward, reverse, t, vocab_size=vocab_size)
         return torch.cat([terms.main, terms.velocity]).numpy()
 
     c0 = cuts[1]
