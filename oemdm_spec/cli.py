@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from oemdm_spec.fast.checkpoint import CheckpointError
     from oemdm_spec.fast.config import ConfigError, build_config, parse_overrides
     from oemdm_spec.fast.plots import plot_order_stats, plot_training
-    from oemdm_spec.fast.train import TrainingDiverged, train
+    from oemdm_spec.fast.trainer import TrainingDiverged, train
 
     try:
         overrides = parse_overrides(extra)
@@ -159,7 +159,7 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     _check_sizes(args, {"repeats": 1, "batch_size": 1, "max_batches": 0})
     from oemdm_spec.data import PackedDataset
     from oemdm_spec.fast.evaluate import evaluate_bound
-    from oemdm_spec.fast.train import load_text
+    from oemdm_spec.fast.trainer import load_text
 
     model, cfg, tok, ck = load_run(args.run, use_ema=not args.no_ema)
     if args.text:

@@ -50,7 +50,7 @@ def _parse_steps(spec: str) -> set[int]:
 def install() -> None:
     """Patch the trainer modules according to the OEMDM_FAULT_* variables of this process."""
     import oemdm_spec.fast.checkpoint as ck
-    import oemdm_spec.fast.train as tr
+    import oemdm_spec.fast.trainer as tr
 
     current = {"step": -1}
     sleep_s = float(os.environ.get("OEMDM_FAULT_STEP_SLEEP", "0") or 0)

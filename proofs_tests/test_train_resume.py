@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from oemdm_spec.fast.checkpoint import resolve_checkpoint
 from oemdm_spec.fast.config import build_config
-from oemdm_spec.fast.train import train
+from oemdm_spec.fast.trainer import train
 
 
 def small_text(n_chars: int = 30_000, seed: int = 0) -> str:

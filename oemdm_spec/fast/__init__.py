@@ -13,7 +13,7 @@ from .evaluate import EvalResult, evaluate_bound
 from .model import DiT, ModelConfig, OeMDM
 from .objectives import LossOutput, draw_step_noise, oemdm_loss
 from .sample import sample
-from .train import TrainingDiverged, TrainResult, train
+from .trainer import TrainingDiverged, TrainResult, train
 
 __all__ = [
     "PRESETS", "DiT", "EvalResult", "LossOutput", "ModelConfig", "OeMDM", "TrainConfig", "TrainResult",

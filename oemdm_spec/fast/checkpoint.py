@@ -58,6 +58,13 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def remove_stale_temporaries(root: Path) -> None:
+    """Remove ``.tmp_step_*`` / ``.old_step_*`` leftovers of a writer that was killed mid-save. Only one
+    process (rank 0 of one run) writes a run's checkpoints, so any such entry seen before a save is stale."""
+    for p in list(root.glob(".tmp_step_*")) + list(root.glob(".old_step_*")):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Module | None,
                     opt: torch.optim.Optimizer, config: dict[str, Any], extra: dict[str, Any] | None = None,
                     keep: int = 2) -> Path:
@@ -65,7 +72,9 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, ema: nn.Mo
     tmp: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(root)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp_step_{step:07d}_", dir=root))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a checkpoint should be as readable as the rest of the run
         return _save_into(root, tmp, step, model, ema, opt, config, extra, keep)
     except (OSError, SafetensorError) as e:
         # a full disk (ENOSPC), a file-size limit (EFBIG), a read-only or vanished directory: the previous

@@ -20,7 +20,7 @@ import torch
 from .config import build_config
 from .model import MODEL_TYPES
 from .plots import plot_compare
-from .train import train
+from .trainer import train
 
 # CPU default: the tiny preset's 600 steps for each of the 5 models, ~12 minutes in total on 2 idle cores
 # (LoMDM costs ~3x an MDLM step); max_minutes caps each model so the total stays under 30 minutes on a slow

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -109,6 +110,9 @@ class TrainConfig:
                     "log_every", "eval_batch_size", "final_eval_batches", "num_samples", "sample_len"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.name and (self.name in (".", "..") or "/" in self.name or os.sep in self.name):
+            raise ConfigError(f"name must be a plain directory name inside out_dir (no '/', not '.' or '..'), "
+                              f"got {self.name!r}")
         if self.max_bad_steps < 0:
             raise ConfigError(f"max_bad_steps must be >= 0 (0: stop at the first non-finite step), got "
                               f"{self.max_bad_steps}")

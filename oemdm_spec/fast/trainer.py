@@ -113,7 +113,7 @@ class Logger:
     ORDER_FIELDS = ["step", "w_fwd_min", "w_fwd_mean", "w_fwd_max", "w_rev_min", "w_rev_mean", "w_rev_max",
                     "corr_fwd_conf", "corr_rev_conf"]
 
-    def __init__(self, run_dir: Path, enabled: bool, append: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, append: bool, resume_step: int = 0) -> None:
         self.enabled = enabled
         self.log_path = run_dir / "log.csv"
         self.order_path = run_dir / "order_stats.csv"
@@ -121,6 +121,10 @@ class Logger:
         if not enabled:
             return
         mode = "a" if append and self.log_path.exists() else "w"
+        if mode == "a":
+            # rows after the checkpoint were written by the killed segment; the resumed run writes them again
+            for path in (self.log_path, self.order_path):
+                truncate_log_after(path, resume_step)
         self._log = open(self.log_path, mode, newline="")
         self._order = open(self.order_path, mode, newline="")
         self.w_log = csv.DictWriter(self._log, fieldnames=self.FIELDS)
@@ -159,6 +163,24 @@ class Logger:
             self._order.close()
             if self.tb is not None:
                 self.tb.close()
+
+
+def truncate_log_after(path: Path, step: int) -> None:
+    """Drop the rows of a CSV log whose step is beyond ``step`` (atomically: a temp file, then a rename)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    keep = [r for r in body if r and r[0].strip() and float(r[0]) <= step]
+    if len(keep) == len(body):
+        return
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows([header, *keep])
+    os.replace(tmp, path)
 
 
 def order_stats(step: int, stats: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -362,7 +384,7 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
     K = samples_for(model, cfg.K)
     n_times = n_times_for(model)
     stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at > 0 else cfg.steps
-    logger = Logger(run_dir, main, append=ckpt is not None)
+    logger = Logger(run_dir, main, append=ckpt is not None, resume_step=start)
     if main and progress:
         print(f"[oemdm] {cfg.model} ({cfg.preset}): {count_parameters(model) / 1e6:.2f}M parameters, "
               f"{len(train_ds)} train sequences of {cfg.seq_len} tokens, device {device}"
