@@ -3,6 +3,8 @@ input exits with code 2 and a clear message."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import re
 from pathlib import Path
@@ -25,15 +27,19 @@ def small_args(tmp: Path, name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
+    """The run every test here reads: trained in the fixture, so each test stands alone (xdist may send the
+    tests of this module to different workers)."""
     tmp = tmp_path_factory.mktemp("cli")
     args = small_args(tmp, name="smoke")
-    return tmp, args
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["train", *args])
+    return tmp, rc, buf.getvalue()
 
 
-def test_train_smoke_prints_bound_and_writes_files(trained_run, capsys):
-    tmp, args = trained_run
-    assert main(["train", *args]) == 0
-    out = capsys.readouterr().out
+def test_train_smoke_prints_bound_and_writes_files(trained_run):
+    tmp, rc, out = trained_run
+    assert rc == 0, out[-2000:]
     m = re.search(r"NELBO <= ([0-9.]+) ± ([0-9.]+) bits/char\s+\(([0-9.]+) nats/char\);\s+perplexity <= ([0-9.]+)", out)
     assert m, out
     bits, se, nats, ppl = map(float, m.groups())
@@ -55,7 +61,8 @@ def test_train_smoke_prints_bound_and_writes_files(trained_run, capsys):
 
 
 def test_eval_sample_plot_on_the_run(trained_run, capsys):
-    tmp, _ = trained_run
+    tmp, rc, _ = trained_run
+    assert rc == 0
     run = tmp / "runs" / "smoke"
     text = tmp / "zero_shot.txt"
     text.write_text("to be or not to be, that is the question " * 20)

@@ -47,7 +47,9 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
 
 
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                   device: torch.device) -> None:
+                   device: torch.device, shard_state: Any = None) -> None:
+    """Load a checkpoint's optimiser state. ``shard_state(opt, state)`` (FSDP) lays full tensors out as
+    shards of their parameters first."""
     state: dict[int, dict[str, Any]] = {}
     for key, val in tensors.items():
         idx, name = key.split(".", 1)
@@ -55,6 +57,8 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
         state.setdefault(int(idx), {})[name] = val if name == "step" else val.to(device)
     for idx, sc in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(sc)
+    if shard_state is not None:
+        state = shard_state(opt, state)
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 

@@ -73,6 +73,8 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     compile: str = field(default="auto", metadata={"help": "torch.compile the backbone: auto (on GPU), yes, no"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32"})
+    parallel: str = field(default="ddp", metadata={
+        "help": "under torchrun: ddp (replicate) or fsdp (FSDP2: shard weights, gradients, Adam state)"})
     threads: int = field(default=0, metadata={"help": "CPU threads (0: all cores, or 1 if the machine is busy)"})
 
     def model_config(self, vocab_size: int) -> ModelConfig:
@@ -123,7 +125,8 @@ class TrainConfig:
         if self.model in ("bd3lm", "ar") and self.time_conditioning:
             raise ConfigError(f"time_conditioning is not supported for model={self.model}")
         choices = {"lr_decay": ("constant", "cosine"), "device": ("auto", "cpu", "cuda"),
-                   "compile": ("auto", "yes", "no"), "dtype": ("auto", "bf16", "fp32")}
+                   "compile": ("auto", "yes", "no"), "dtype": ("auto", "bf16", "fp32"),
+                   "parallel": ("ddp", "fsdp")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")

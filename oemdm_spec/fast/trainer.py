@@ -256,7 +256,10 @@ def nonfinite_groups(opt: torch.optim.Optimizer) -> list[str]:
     """Names of the parameter groups holding a non-finite gradient (for the error message)."""
     bad = []
     for i, group in enumerate(opt.param_groups):
-        if any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in group["params"]):
+        # under FSDP each rank checks its own shard (the decision to skip uses the all-reduced norm instead)
+        grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in group["params"]
+                 if p.grad is not None]
+        if any(not bool(torch.isfinite(g).all()) for g in grads):
             bad.append(GROUP_NAMES[i] if i < len(GROUP_NAMES) else f"group {i}")
     return bad
 
@@ -289,19 +292,47 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
+def busy_cores(window_s: float = 0.5) -> float | None:
+    """How many cores other processes keep busy right now: the non-idle share of /proc/stat over a short
+    window (Linux). The 1-minute load average would still count a `pip install` that ended seconds ago."""
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle + iowait
+
+    try:
+        t0, i0 = read()
+        time.sleep(window_s)
+        t1, i1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if t1 <= t0:
+        return None
+    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / (t1 - t0))
+
+
 def cpu_threads(cfg: TrainConfig) -> int:
-    """``threads`` if set; else all cores, or 1 when the machine is already busy: intra-op threads that have
-    to share oversubscribed cores spin and wait, and measured 2x slower than one thread here."""
+    """``threads`` if set; else the cores nobody else is using (at least 1). Intra-op threads that have to
+    share oversubscribed cores spin and wait: measured 2x slower than one thread on a busy 2-core machine."""
     if cfg.threads > 0:
         return cfg.threads
     n = os.cpu_count() or 1
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= n - 0.5
-    return 1 if busy else torch.get_num_threads()
+    busy = busy_cores()
+    if busy is None:  # not Linux: fall back to the load average
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(torch.get_num_threads(), n - int(round(busy))))
 
 
 def make_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.name or f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{cfg.model}"
     return Path(cfg.out_dir) / name
+
+
+def _mismatch(ckpt: dict[str, Any], cfg: TrainConfig, vocab_size: int, e: Exception) -> CheckpointError:
+    detail = str(e).strip().splitlines()
+    return CheckpointError(
+        f"checkpoint {ckpt['dir']} does not fit the run's config (model={cfg.model}, d_model={cfg.d_model}, "
+        f"n_layer={cfg.n_layer}, vocabulary {vocab_size}): {' '.join(detail[:2])}")
 
 
 def train(cfg: TrainConfig | None = None, *, resume: str | None = None, overrides: dict[str, Any] | None = None,
@@ -347,22 +378,36 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
     model = OeMDM(mcfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
     use_cuda = device.type == "cuda"
-    opt = make_optimizer(model, cfg, fused=use_cuda)
+    use_fsdp = dist_info.enabled and cfg.parallel == "fsdp"
+    loss_mod: nn.Module = LossModule(model, cfg.K)
     start = 0
     if ckpt is not None:
+        # full tensors go in before any sharding; the optimiser state after it (it needs the sharded params)
         try:
             model.load_state_dict(ckpt["model"])
             if ema is not None:
                 if ckpt["ema"] is None:
                     raise ValueError("ema.safetensors is missing but the run has ema > 0")
                 ema.load_state_dict(ckpt["ema"])
-            load_optimizer(opt, ckpt["optim_tensors"], ckpt["optimizer"], device)
         except (RuntimeError, ValueError, KeyError) as e:
-            detail = str(e).strip().splitlines()
-            raise CheckpointError(
-                f"checkpoint {ckpt['dir']} does not fit the run's config (model={cfg.model}, d_model={cfg.d_model}, "
-                f"n_layer={cfg.n_layer}, vocabulary {tok.vocab_size}): {' '.join(detail[:2])}") from None
+            raise _mismatch(ckpt, cfg, tok.vocab_size, e) from None
         start = int(ckpt["step"])
+    if use_fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from . import fsdp
+
+        mesh = init_device_mesh(device.type, (dist_info.world_size,))
+        fsdp.shard(loss_mod, model, mesh)
+        if ema is not None:
+            fsdp.shard_like(ema, mesh)
+    opt = make_optimizer(model, cfg, fused=use_cuda)
+    if ckpt is not None:
+        try:
+            load_optimizer(opt, ckpt["optim_tensors"], ckpt["optimizer"], device,
+                           shard_state=fsdp.shard_optimizer_state if use_fsdp else None)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise _mismatch(ckpt, cfg, tok.vocab_size, e) from None
     if main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -375,11 +420,17 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
     amp_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and use_cuda)
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp_bf16
                 else contextlib.nullcontext())
-    loss_mod: nn.Module = LossModule(model, cfg.K)
-    if dist_info.enabled:
+    if dist_info.enabled and not use_fsdp:
         loss_mod = nn.parallel.DistributedDataParallel(
             loss_mod, device_ids=[device.index] if use_cuda else None, find_unused_parameters=False
         )
+
+    def gathered() -> tuple[OeMDM, OeMDM | None, Any]:
+        """(model, ema, optimiser) with full tensors, for checkpoints and evaluation. Under FSDP this is an
+        all-gather every rank must join; otherwise the live objects themselves."""
+        if not use_fsdp:
+            return model, ema, opt
+        return fsdp.full_copy(model), fsdp.full_copy(ema) if ema is not None else None, fsdp.FullOptimizerState(opt)
 
     K = samples_for(model, cfg.K)
     n_times = n_times_for(model)
@@ -407,8 +458,8 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
     ckpt_before_bad: Path | None = None
     interrupted: str | None = None
 
-    def run_eval(n_batches: int) -> EvalResult:
-        target = ema if ema is not None else model
+    def run_eval(n_batches: int, full: tuple[OeMDM, OeMDM | None, Any]) -> EvalResult:
+        target = full[1] if full[1] is not None else full[0]
         return evaluate_bound(target, val_ds.iter_eval_batches(cfg.eval_batch_size), seed=cfg.seed + 1,
                               device=device, max_batches=n_batches)
 
@@ -430,6 +481,8 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
         # the total norm (not clipping when grad_clip = 0) doubles as the finiteness check: it is non-finite
         # iff some gradient is; under DDP the gradients are all-reduced, so every rank decides alike
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if use_fsdp:
+            gnorm = fsdp.full_tensor(gnorm)  # a replicated DTensor under FSDP2
         loss_val = float(out.loss.detach())
         if math.isfinite(loss_val) and math.isfinite(float(gnorm)):
             bad_run.clear()
@@ -469,18 +522,22 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
         done = step + 1
         row: dict[str, Any] = {"step": done, "loss": loss_val, "nelbo": float(out.nelbo), "lr": lr,
                                "grad_norm": float(gnorm), "tokens_per_s": tps, "elapsed_s": time.time() - t_start}
-        if main and cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < stop:
-            ev = run_eval(cfg.eval_batches)
-            row.update(val_nelbo=ev.nelbo, val_se=ev.se)
-            val_curve.append((done, train_time, ev.nelbo))
+        if cfg.eval_every > 0 and done % cfg.eval_every == 0 and done < stop:
+            full = gathered() if use_fsdp or main else None  # the gather is collective: every rank joins
+            if main and full is not None:
+                ev = run_eval(cfg.eval_batches, full)
+                row.update(val_nelbo=ev.nelbo, val_se=ev.se)
+                val_curve.append((done, train_time, ev.nelbo))
         if main and (done % cfg.log_every == 0 or "val_nelbo" in row or done == stop):
             logger.log(row)
         if bar is not None:
             bar.set_postfix(loss=f"{loss_val:.3f}", nelbo=f"{float(out.nelbo):.3f}", tok_s=f"{tps:,.0f}",
                             refresh=False)
             bar.update(1)
-        if main and cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < stop:
-            last_ckpt = save_checkpoint(run_dir, done, model, ema, opt, cfg.to_dict())
+        if cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0 and done < stop and (main or use_fsdp):
+            full = gathered()
+            if main:
+                last_ckpt = save_checkpoint(run_dir, done, *full, cfg.to_dict())
         if signals.should_stop(dist_info.enabled, device) and done < stop:
             interrupted = signal.Signals(signals.received).name if signals.received is not None else "signal"
             if main:
@@ -500,17 +557,20 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
     if bar is not None:
         bar.close()
     result_eval = None
+    final = gathered() if main or use_fsdp else (model, ema, opt)
     if main:
-        last_ckpt = save_checkpoint(run_dir, final_step, model, ema, opt, cfg.to_dict())
+        last_ckpt = save_checkpoint(run_dir, final_step, *final, cfg.to_dict())
         if final_eval and interrupted is None:
-            result_eval = run_eval(cfg.final_eval_batches)
+            result_eval = run_eval(cfg.final_eval_batches, final)
             val_curve.append((final_step, train_time, result_eval.nelbo))
             logger.log({"step": final_step, "val_nelbo": result_eval.nelbo, "val_se": result_eval.se,
                         "elapsed_s": time.time() - t_start})
         summary = {
             "model": cfg.model, "final_step": final_step, "wall_s": time.time() - t_start,
             "train_s": train_time, "tokens_per_s": tokens_per_step * (final_step - start) / max(train_time, 1e-9),
-            "parameters": count_parameters(model), "val_curve": val_curve, "skipped_steps": skipped,
+            "parameters": count_parameters(final[0]), "val_curve": val_curve, "skipped_steps": skipped,
+            "parallel": ("fsdp" if use_fsdp else "ddp") if dist_info.enabled else "single process",
+            "world_size": dist_info.world_size,
             "interrupted": interrupted, "checkpoint": str(last_ckpt),
         }
         if result_eval is not None:
@@ -522,8 +582,8 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
     teardown_distributed()
     tps_all = tokens_per_step * (final_step - start) / max(train_time, 1e-9)
     return TrainResult(run_dir, cfg, final_step, result_eval, time.time() - t_start, tps_all, val_curve,
-                       model=model, ema=ema, tokenizer=tok, val_data=val_ds, losses=losses, skipped_steps=skipped,
-                       interrupted=interrupted)
+                       model=final[0], ema=final[1], tokenizer=tok, val_data=val_ds, losses=losses,
+                       skipped_steps=skipped, interrupted=interrupted)
 
 
 def env_rank() -> int:
