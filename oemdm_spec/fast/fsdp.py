@@ -25,8 +25,11 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from .model import OeMDM
 
 
-def shard(loss_mod: nn.Module, model: OeMDM, mesh: Any) -> None:
-    """Apply FSDP2 in place: the blocks and scheduler heads are units, and ``loss_mod`` is the root."""
+def shard(root: nn.Module, model: OeMDM, mesh: Any) -> None:
+    """Apply FSDP2 in place: the blocks and scheduler heads of ``model`` are units, and ``root`` (the
+    ``LossModule`` holding ``model``) is the root unit. A parameter-only replica such as the EMA is sharded
+    with ``shard(ema, ema, mesh)``. Its DTensors then have the model's placements, so the EMA update
+    ``lerp_`` stays a local, elementwise operation."""
     from torch.distributed.fsdp import fully_shard
 
     for block in model.backbone.blocks:
@@ -34,20 +37,7 @@ def shard(loss_mod: nn.Module, model: OeMDM, mesh: Any) -> None:
     if model.cfg.model_type == "lomdm":
         fully_shard(model.phi, mesh=mesh)
         fully_shard(model.psi, mesh=mesh)
-    fully_shard(loss_mod, mesh=mesh)
-
-
-def shard_like(replica: OeMDM, mesh: Any) -> None:
-    """Shard a parameter-only replica (the EMA) with the same units, so that its DTensors have the same
-    placements as the model's and the EMA update ``lerp_`` stays a local, elementwise operation."""
-    from torch.distributed.fsdp import fully_shard
-
-    for block in replica.backbone.blocks:
-        fully_shard(block, mesh=mesh)
-    if replica.cfg.model_type == "lomdm":
-        fully_shard(replica.phi, mesh=mesh)
-        fully_shard(replica.psi, mesh=mesh)
-    fully_shard(replica, mesh=mesh)
+    fully_shard(root, mesh=mesh)
 
 
 def full_tensor(t: Tensor) -> Tensor:

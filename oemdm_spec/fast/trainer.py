@@ -293,22 +293,32 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
 
 
 def busy_cores(window_s: float = 0.5) -> float | None:
-    """How many cores other processes keep busy right now: the non-idle share of /proc/stat over a short
-    window (Linux). The 1-minute load average would still count a `pip install` that ended seconds ago."""
+    """How many cores *other* processes keep busy right now: the non-idle share of /proc/stat over a short
+    window (Linux), less this process's own CPU time in it (a thread pool still spinning after the previous
+    run of `oemdm compare`, say). The 1-minute load average would still count a `pip install` that ended
+    seconds ago."""
     def read() -> tuple[int, int]:
         with open("/proc/stat") as f:
             vals = [int(v) for v in f.readline().split()[1:]]
-        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle + iowait
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)  # total, idle + iowait (jiffies)
+
+    def own_s() -> float:
+        t = os.times()
+        return t.user + t.system
 
     try:
         t0, i0 = read()
+        c0, w0 = own_s(), time.monotonic()
         time.sleep(window_s)
         t1, i1 = read()
+        c1, w1 = own_s(), time.monotonic()
     except (OSError, ValueError, IndexError):
         return None
-    if t1 <= t0:
+    if t1 <= t0 or w1 <= w0:
         return None
-    return (os.cpu_count() or 1) * (1.0 - (i1 - i0) / (t1 - t0))
+    n = os.cpu_count() or 1
+    busy_all = n * (1.0 - (i1 - i0) / (t1 - t0))
+    return max(0.0, busy_all - (c1 - c0) / (w1 - w0))
 
 
 def cpu_threads(cfg: TrainConfig) -> int:
@@ -400,7 +410,7 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
         mesh = init_device_mesh(device.type, (dist_info.world_size,))
         fsdp.shard(loss_mod, model, mesh)
         if ema is not None:
-            fsdp.shard_like(ema, mesh)
+            fsdp.shard(ema, ema, mesh)
     opt = make_optimizer(model, cfg, fused=use_cuda)
     if ckpt is not None:
         try:
