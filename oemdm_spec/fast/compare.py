@@ -41,7 +41,9 @@ def machine_description() -> str:
 
 # Named variants: the constant-w control of spec §4 (LoMDM's objective with w ≡ c1 at every position, i.e.
 # MDLM under another time change) separates the effect of the time weighting from that of the order.
-VARIANTS: dict[str, dict[str, Any]] = {"lomdm-const": {"model": "lomdm", "c2": 0.0}}
+# lomdm-logspace is the sharper order parametrisation of spec §3 with the default c1, c2.
+VARIANTS: dict[str, dict[str, Any]] = {"lomdm-const": {"model": "lomdm", "c2": 0.0},
+                                       "lomdm-logspace": {"model": "lomdm", "order_param": "logspace"}}
 
 
 def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> int:

@@ -40,6 +40,9 @@ class TrainConfig:
     # objective
     c1: float = field(default=0.7, metadata={"help": "LoMDM: w = c1 + c2*NormSig(.)"})
     c2: float = field(default=0.65, metadata={"help": "LoMDM: w = c1 + c2*NormSig(.), need c1 > c2 >= 0"})
+    order_param: str = field(default="normsig", metadata={
+        "help": "LoMDM exponent: normsig (the paper's) or logspace (w = c1*exp(R*tanh(c2*(v-mean v)/R)))"})
+    log_range: float = field(default=math.log(30.0), metadata={"help": "logspace: R, w within c1*exp(+-R)"})
     K: int = field(default=2, metadata={"help": "masks per sequence for the RLOO surrogate (lomdm, genmd4)"})
     t_min: float = field(default=1e-3, metadata={"help": "training clamp t >= t_min"})
     block_size: int = field(default=4, metadata={"help": "BD3LM block length L'"})
@@ -75,13 +78,14 @@ class TrainConfig:
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32"})
     parallel: str = field(default="ddp", metadata={
         "help": "under torchrun: ddp (replicate) or fsdp (FSDP2: shard weights, gradients, Adam state)"})
-    threads: int = field(default=0, metadata={"help": "CPU threads (0: all cores, or 1 if the machine is busy)"})
+    threads: int = field(default=0, metadata={"help": "CPU threads (0: the cores no other process is using)"})
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(
             vocab_size=vocab_size, seq_len=self.seq_len, model_type=self.model, n_layer=self.n_layer,
             n_head=self.n_head, d_model=self.d_model, cond_dim=self.cond_dim,
-            time_conditioning=self.time_conditioning, c1=self.c1, c2=self.c2, block_size=self.block_size,
+            time_conditioning=self.time_conditioning, c1=self.c1, c2=self.c2, order_param=self.order_param,
+            log_range=self.log_range, block_size=self.block_size,
         )
 
     def validate(self) -> None:
@@ -89,8 +93,12 @@ class TrainConfig:
             raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, got {self.model!r}")
         if self.preset not in PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if not (self.c2 >= 0 and self.c1 > self.c2):
+        if self.order_param == "normsig" and not (self.c2 >= 0 and self.c1 > self.c2):
             raise ConfigError(f"need c1 > c2 >= 0 (w = c1 + c2*NormSig stays > 0), got c1={self.c1}, c2={self.c2}")
+        if self.order_param == "logspace" and not (self.c1 > 0 and self.c2 >= 0 and math.isfinite(self.log_range)
+                                                   and self.log_range > 0):
+            raise ConfigError(f"order_param=logspace needs c1 > 0, c2 >= 0 and a finite log_range > 0, got "
+                              f"c1={self.c1}, c2={self.c2}, log_range={self.log_range}")
         if not 0 < self.t_min < 1:
             raise ConfigError(f"t_min must lie in (0, 1), got {self.t_min}")
         # optimiser settings: torch rejects some of these only deep inside AdamW, and a negative lr trains
@@ -126,7 +134,7 @@ class TrainConfig:
             raise ConfigError(f"time_conditioning is not supported for model={self.model}")
         choices = {"lr_decay": ("constant", "cosine"), "device": ("auto", "cpu", "cuda"),
                    "compile": ("auto", "yes", "no"), "dtype": ("auto", "bf16", "fp32"),
-                   "parallel": ("ddp", "fsdp")}
+                   "parallel": ("ddp", "fsdp"), "order_param": ("normsig", "logspace")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MODEL_TYPES = ("lomdm", "mdlm", "genmd4", "bd3lm", "ar")
+ORDER_PARAMS = ("normsig", "logspace")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class ModelConfig:
     time_conditioning: bool = False
     c1: float = 0.7  # LoMDM: w = c1 + c2·NormSig(·)
     c2: float = 0.65
+    order_param: str = "normsig"  # LoMDM: "normsig" (the paper's) or "logspace" (sharper; spec §3)
+    log_range: float = math.log(30.0)  # logspace: w ∈ (c1·e^{−R}, c1·e^{R})
     block_size: int = 4  # BD3LM block length L'
 
     def __post_init__(self) -> None:
@@ -51,9 +54,15 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig: d_model ({self.d_model}) must split into n_head ({self.n_head}) heads of even size"
             )
-        if self.model_type == "lomdm" and not (self.c2 >= 0 and self.c1 > self.c2):
+        if self.order_param not in ORDER_PARAMS:
+            raise ValueError(f"ModelConfig: order_param must be one of {ORDER_PARAMS}, got {self.order_param!r}")
+        if self.model_type == "lomdm" and self.order_param == "normsig" and not (self.c2 >= 0 and self.c1 > self.c2):
             # w = c1 + c2·NormSig ∈ (c1 − c2, c1 + c2); c1 ≤ c2 would allow w ≤ 0 (no schedule).
             raise ValueError(f"ModelConfig: LoMDM needs c1 > c2 >= 0, got c1={self.c1}, c2={self.c2}")
+        if self.model_type == "lomdm" and self.order_param == "logspace" and not (
+                self.c1 > 0 and self.c2 >= 0 and math.isfinite(self.log_range) and self.log_range > 0):
+            raise ValueError(f"ModelConfig: logspace LoMDM needs c1 > 0, c2 >= 0 and a finite log_range > 0, got "
+                             f"c1={self.c1}, c2={self.c2}, log_range={self.log_range}")
         if self.model_type == "bd3lm" and self.seq_len % self.block_size:
             raise ValueError(
                 f"ModelConfig: seq_len ({self.seq_len}) must be a multiple of block_size ({self.block_size})"
@@ -225,6 +234,23 @@ class OrderHead(nn.Module):
         return self.head(self.norm(h)).squeeze(-1)  # (B, N) scores
 
 
+def centred(v: Tensor, valid: Tensor | None = None) -> Tensor:
+    """v − mean over real (non-padding) positions; padding positions get 0."""
+    v = v.float()
+    if valid is None:
+        return v - v.mean(dim=-1, keepdim=True)
+    validf = valid.to(v.dtype)
+    mean = (v * validf).sum(-1, keepdim=True) / validf.sum(-1, keepdim=True).clamp_min(1.0)
+    return (v - mean) * validf
+
+
+def log_space_exponent(v: Tensor, c1: float, c2: float, log_range: float, valid: Tensor | None = None) -> Tensor:
+    """The sharper order parametrisation (spec §3 "How sharp can the learned order be?"):
+    log w = log c1 + R·tanh(c2·(v − mean v)/R), so w ∈ (c1 e^{−R}, c1 e^{R}) and weights can fall
+    geometrically along an order. Padding positions get w = c1."""
+    return c1 * torch.exp(log_range * torch.tanh(c2 * centred(v, valid) / log_range))
+
+
 def norm_sig(v: Tensor, valid: Tensor | None = None) -> Tensor:
     """NormSig(v)_i = σ(v_i) − mean_j σ(v_j), the mean over real (non-padding) positions only."""
     s = torch.sigmoid(v.float())
@@ -262,8 +288,12 @@ class OeMDM(nn.Module):
 
     # --- LoMDM scheduler exponents ------------------------------------------------------------------------
     def exponent(self, head: OrderHead, features: Tensor, valid: Tensor | None = None) -> Tensor:
-        """w = c1 + c2·NormSig(g(sg(f))) — the detach is what keeps θ out of the scheduler losses."""
-        return self.cfg.c1 + self.cfg.c2 * norm_sig(head(features.detach()), valid)
+        """w = c1 + c2·NormSig(g(sg(f))) (or the log-space form) — the detach keeps θ out of the scheduler
+        losses."""
+        v = head(features.detach())
+        if self.cfg.order_param == "logspace":
+            return log_space_exponent(v, self.cfg.c1, self.cfg.c2, self.cfg.log_range, valid)
+        return self.cfg.c1 + self.cfg.c2 * norm_sig(v, valid)
 
     def w_phi(self, fx: Tensor, valid: Tensor | None = None) -> Tensor:
         return self.exponent(self.phi, fx, valid)
