@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train several model types on the same data, steps and seed; extra "
                                     "--key value overrides apply to all of them.")
     co.add_argument("--models", default="mdlm,genmd4,bd3lm,ar,lomdm",
-                    help="comma-separated; also lomdm-const (the w ≡ c1 control) and lomdm-logspace (the sharper order parametrisation)")
+                    help="comma-separated; also lomdm-const (the w ≡ c1 control) and lomdm-logspace (the "
+                         "sharper order parametrisation)")
     co.add_argument("--out", default="", help="output directory (default runs/compare-<timestamp>)")
     pl = sub.add_parser("plot", help="redraw the PNG plots of a run from its CSV logs")
     pl.add_argument("run")
