@@ -324,6 +324,33 @@ def test_one_nan_step_is_skipped_and_counted(tmp_path):
     assert any("skip" in k and v == 1 for k, v in summary.items()), summary
 
 
+@pytest.mark.parametrize("grad_clip", [0.0, 1.0])
+def test_nan_in_one_group_names_that_group_only(tmp_path, monkeypatch, grad_clip):
+    """A NaN gradient in the scheduler heads alone: the message must name the `heads` group and not the
+    backbone groups. (Clipping with a NaN norm would multiply *every* gradient by NaN; the groups must be
+    read before that.)"""
+    import oemdm_spec.fast.trainer as tr
+    from oemdm_spec.fast.config import build_config, parse_overrides
+
+    real = tr.LossModule
+
+    class NaNHeads(real):  # type: ignore[misc, valid-type]
+        def forward(self, *args, **kw):
+            out = super().forward(*args, **kw)
+            p = self.model.phi.head.weight
+            p.register_hook(lambda g: g * float("nan"))  # NaN reaches the head's gradient only
+            return out
+
+    monkeypatch.setattr(tr, "LossModule", NaNHeads)
+    cfg = build_config(parse_overrides(tiny_args(tmp_path, "nanhead", steps=4, max_bad_steps=0,
+                                                 grad_clip=grad_clip)))
+    with pytest.raises(tr.TrainingDiverged) as e:
+        tr.train(cfg, progress=False, final_eval=False)
+    msg = str(e.value)
+    assert "step 1" in msg and "heads" in msg, msg
+    assert "decay" not in msg, msg  # neither `decay` nor `no_decay`
+
+
 # ----------------------------------------------------------------------------------------------------------
 # corrupted / mismatched checkpoints
 

@@ -252,6 +252,18 @@ class StopSignals:
         return flag
 
 
+def grad_norm_then_clip(model: nn.Module, grad_clip: float) -> tuple[torch.Tensor, bool]:
+    """The total gradient norm, and whether it is finite; the gradients are clipped to ``grad_clip`` (0: off)
+    only when it is. ``clip_grad_norm_`` would multiply every gradient by NaN when one is NaN, and the
+    error message could then no longer say which parameter group went bad."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    finite = math.isfinite(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
+    if finite and grad_clip > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, norm)
+    return norm, finite
+
+
 def nonfinite_groups(opt: torch.optim.Optimizer) -> list[str]:
     """Names of the parameter groups holding a non-finite gradient (for the error message)."""
     bad = []
@@ -488,13 +500,13 @@ def _train(cfg: TrainConfig | None, resume: str | None, overrides: dict[str, Any
             out = loss_mod(x, noise.t, noise.u, want_stats)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
-        # the total norm (not clipping when grad_clip = 0) doubles as the finiteness check: it is non-finite
-        # iff some gradient is; under DDP the gradients are all-reduced, so every rank decides alike
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        # the total norm doubles as the finiteness check: it is non-finite iff some gradient is; under DDP the
+        # gradients are all-reduced, so every rank decides alike
+        gnorm, finite = grad_norm_then_clip(model, cfg.grad_clip)
         if use_fsdp:
             gnorm = fsdp.full_tensor(gnorm)  # a replicated DTensor under FSDP2
         loss_val = float(out.loss.detach())
-        if math.isfinite(loss_val) and math.isfinite(float(gnorm)):
+        if math.isfinite(loss_val) and finite:
             bad_run.clear()
             opt.step()
             if ema is not None:
