@@ -45,10 +45,6 @@ def full_tensor(t: Tensor) -> Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def local_tensor(t: Tensor) -> Tensor:
-    return t.to_local() if isinstance(t, DTensor) else t
-
-
 def full_state(module: nn.Module) -> dict[str, Tensor]:
     """The module's state dict with every shard gathered (collective)."""
     return {k: full_tensor(v).detach() for k, v in module.state_dict().items()}

@@ -253,12 +253,7 @@ def log_space_exponent(v: Tensor, c1: float, c2: float, log_range: float, valid:
 
 def norm_sig(v: Tensor, valid: Tensor | None = None) -> Tensor:
     """NormSig(v)_i = σ(v_i) − mean_j σ(v_j), the mean over real (non-padding) positions only."""
-    s = torch.sigmoid(v.float())
-    if valid is None:
-        return s - s.mean(dim=-1, keepdim=True)
-    validf = valid.to(s.dtype)
-    mean = (s * validf).sum(-1, keepdim=True) / validf.sum(-1, keepdim=True).clamp_min(1.0)
-    return (s - mean) * validf
+    return centred(torch.sigmoid(v.float()), valid)
 
 
 # ----------------------------------------------------------------------------------------------------------
