@@ -44,28 +44,13 @@ def _fail(msg: str) -> int:
 
 
 def load_run(path: str, use_ema: bool = True):
-    """(model, config, tokenizer, checkpoint dir) from a run directory or checkpoint."""
-    from oemdm_spec.data import get_tokenizer
-    from oemdm_spec.fast.checkpoint import load_checkpoint
-    from oemdm_spec.fast.config import TrainConfig
-    from oemdm_spec.fast.model import OeMDM
+    """(model, config, tokenizer, checkpoint dir) from a run directory or checkpoint; bad input → UsageError."""
+    from oemdm_spec.fast.checkpoint import load_run as load
 
     try:
-        ck = load_checkpoint(path)
-        cfg = TrainConfig.from_dict(ck["config"])
-        tok = get_tokenizer(cfg.tokenizer)
-        model = OeMDM(cfg.model_config(tok.vocab_size))
+        return load(path, use_ema=use_ema)
     except (FileNotFoundError, ValueError, TypeError) as e:  # CheckpointError and ConfigError are ValueErrors
         raise UsageError(str(e)) from None
-    weights = ck["ema"] if use_ema and ck["ema"] is not None else ck["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:  # shapes/keys of another model, vocabulary or size
-        detail = " ".join(str(e).strip().splitlines()[:2])
-        raise UsageError(f"checkpoint {ck['dir']} does not fit its config (model={cfg.model}, "
-                         f"d_model={cfg.d_model}, vocabulary {tok.vocab_size}): {detail}") from None
-    model.eval()  # evaluate_bound and sample run under torch.no_grad themselves
-    return model, cfg, tok, Path(ck["dir"])
 
 
 def unit_for(tokenizer_name: str) -> str:
@@ -118,7 +103,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     run = res.run_dir
     plot_training(run / "log.csv", run / "training.png", title=f"{cfg.model} ({cfg.preset})")
     pngs = [run / "training.png"]
-    if cfg.model in ("lomdm", "genmd4") and plot_order_stats(run / "order_stats.csv", run / "order_stats.png"):
+    order_logged = res.model.process.order_stats
+    if order_logged and plot_order_stats(run / "order_stats.csv", run / "order_stats.png"):
         pngs.append(run / "order_stats.png")
     model = res.ema if res.ema is not None else res.model
     import torch
@@ -139,7 +125,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
           f"sample entropy {ent:.3f} nats):")
     print(rendered)
     print(f"checkpoint: {run / 'checkpoints'}")
-    print(f"logs:       {run / 'log.csv'}" + (f", {run / 'order_stats.csv'}" if cfg.model == "lomdm" else "")
+    print(f"logs:       {run / 'log.csv'}" + (f", {run / 'order_stats.csv'}" if order_logged else "")
           + f", {run / 'summary.json'}, {run / 'config.json'}")
     print("plots:      " + ", ".join(str(p) for p in pngs))
     return 0
@@ -158,8 +144,8 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         return _fail(f"unexpected arguments for eval: {' '.join(extra)}")
     _check_sizes(args, {"repeats": 1, "batch_size": 1, "max_batches": 0})
     from oemdm_spec.data import PackedDataset
+    from oemdm_spec.data.loading import load_text
     from oemdm_spec.fast.evaluate import evaluate_bound
-    from oemdm_spec.fast.trainer import load_text
 
     model, cfg, tok, ck = load_run(args.run, use_ema=not args.no_ema)
     if args.text:

@@ -13,8 +13,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oemdm_spec.fast.model import MODEL_TYPES, ModelConfig, OeMDM
+from oemdm_spec.fast.model import ModelConfig, OeMDM
 from oemdm_spec.fast.objectives import draw_step_noise, n_times_for, oemdm_loss, samples_for
+from oemdm_spec.fast.processes import MODEL_TYPES, process_class
 from oemdm_spec.fast.sample import SAMPLERS, sample
 
 FUZZ = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -49,11 +50,12 @@ def models(draw, time_conditioning: bool = True) -> OeMDM:
     takes it (AR and BD3LM are time-agnostic by construction)."""
     typ = draw(st.sampled_from(MODEL_TYPES))
     block = draw(st.sampled_from([1, 2, 4]))
-    seq_len = block * draw(st.integers(1, 4)) if typ == "bd3lm" else draw(st.integers(1, 12))
+    seq_len = block * draw(st.integers(1, 4)) if typ in ("bd3lm", "oemdm-block") else draw(st.integers(1, 12))
     torch.manual_seed(draw(st.integers(0, 2**16)))
     cfg = ModelConfig(vocab_size=draw(st.integers(1, 12)), seq_len=seq_len, model_type=typ, n_layer=1,
                       n_head=2, d_model=draw(st.sampled_from([8, 16])), cond_dim=8, block_size=block,
-                      time_conditioning=time_conditioning and typ not in ("ar", "bd3lm") and draw(st.booleans()))
+                      time_conditioning=time_conditioning and process_class(typ).time_conditioning_ok
+                      and draw(st.booleans()))
     model = OeMDM(cfg)
     # the output layer is zero-initialised: perturb all weights so that the test sees non-trivial logits
     with torch.no_grad():
@@ -105,6 +107,10 @@ def test_fast_sampler_gives_valid_sequences_and_keeps_fixed_positions(model, num
     init = init.expand(num, L).clone()
     # AR and BD3LM sample left to right / block by block and do not take a partial init
     use_init = cfg.model_type not in ("ar", "bd3lm")
+    if sampler not in model.process.samplers:  # a sampler the type does not define is refused, by name
+        with pytest.raises(ValueError, match=sampler):
+            sample(model, num, sampler=sampler, seed=seed)
+        sampler = model.process.samplers[0]
     with torch.no_grad():
         tokens, order = sample(model, num, sampler=sampler, steps=data.draw(st.integers(0, 2 * L)), seed=seed,
                                init=init if use_init else None)

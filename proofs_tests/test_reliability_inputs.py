@@ -65,7 +65,7 @@ BAD_CONFIG = [
     ({"t_min": -0.5}, "t_min"),
     ({"t_min": "nan"}, "t_min"),
     ({"preset": "huge"}, "tiny, gpt2-small"),
-    ({"model": "gpt"}, "lomdm, mdlm, genmd4, bd3lm, ar"),
+    ({"model": "gpt"}, "mdlm, genmd4, lomdm, bd3lm, ar, oemdm-arm, oemdm-block"),
     ({"model": "bd3lm", "seq_len": 18, "block_size": 4}, "multiple of block_size"),
     ({"steps": 0}, "steps"),
     ({"batch_size": -4}, "batch_size"),
@@ -278,7 +278,7 @@ def test_real_process_exit_codes(tmp_path):
     """The console entry point itself: exit status 2 and one message line, nothing written."""
     env = {**os.environ, "OEMDM_KERNEL_BACKEND": "torch"}
     for argv, needle in ((["train", "--stepz", "3"], "did you mean --steps"),
-                         (["train", "--model", "gpt", "--out_dir", str(tmp_path / "r")], "lomdm, mdlm")):
+                         (["train", "--model", "gpt", "--out_dir", str(tmp_path / "r")], "mdlm, genmd4, lomdm")):
         p = subprocess.run([sys.executable, "-m", "oemdm_spec", *argv], capture_output=True, text=True,
                            timeout=60, env=env)
         assert p.returncode == 2 and needle in p.stderr, (argv, p.returncode, p.stderr[-1000:])

@@ -131,22 +131,22 @@ def test_bd3lm_loss_and_block_causal_conditioning():
     m64 = copy.deepcopy(m).double()
     with torch.no_grad():
         z = torch.where(out.masked[0], V, x)
-        logits = m64.backbone.logits(m64.bd3lm_features(z, x))
+        logits = m64.backbone.logits(m64.process.features(m64, z, x))
         log_px = torch.log_softmax(logits, -1).gather(-1, x[..., None]).squeeze(-1)
         ref = (terms.l_main(log_px, 1 / t_pos) * out.masked[0]).sum(-1) / L
         torch.testing.assert_close(out.per_seq[0].double(), ref, rtol=1e-5, atol=1e-6)
         # x_θ for block b sees (z^b, x^{<b}) only: change clean blocks >= b and noisy blocks != b
         b = 1
         sl = slice(4 * b, 4 * b + 4)
-        base = m64.bd3lm_features(z, x)[:, sl]
+        base = m64.process.features(m64, z, x)[:, sl]
         x2, z2 = x.clone(), z.clone()
         x2[:, 4 * b:] = (x2[:, 4 * b:] + 1) % V
         z2[:, :4 * b] = (z2[:, :4 * b] + 1) % V
         z2[:, 4 * b + 4:] = V
-        torch.testing.assert_close(m64.bd3lm_features(z2, x2)[:, sl], base)
+        torch.testing.assert_close(m64.process.features(m64, z2, x2)[:, sl], base)
         x3 = x.clone()
         x3[:, 0] = (x3[:, 0] + 1) % V  # a clean token of an earlier block does matter
-        assert not torch.allclose(m64.bd3lm_features(z, x3)[:, sl], base)
+        assert not torch.allclose(m64.process.features(m64, z, x3)[:, sl], base)
     mask = block_causal_mask(8, 4)
     assert mask[:4, :4].all() and not mask[:4, 4:8].any() and not mask[:4, 8:].any()
     assert mask[4:8, 8:12].all() and not mask[4:8, 12:].any() and not mask[8:, :8].any()
@@ -156,13 +156,13 @@ def test_ar_loss_equals_causal_cross_entropy():
     m = _model("ar")
     x = _data(4)
     out = oemdm_loss(m, x, _noise(m, 4))
-    logits = m.backbone.logits(m.ar_features(x))
+    logits = m.backbone.logits(m.process.features(m, x))
     ce = F.cross_entropy(logits.reshape(-1, V), x.reshape(-1))
     torch.testing.assert_close(out.loss, ce, rtol=1e-5, atol=1e-6)
     # causal: the prediction at i does not depend on x^j for j >= i
     x2 = x.clone()
     x2[:, 9:] = (x2[:, 9:] + 3) % V
-    logits2 = m.backbone.logits(m.ar_features(x2))
+    logits2 = m.backbone.logits(m.process.features(m, x2))
     torch.testing.assert_close(logits2[:, :10], logits[:, :10])
     assert not torch.allclose(logits2[:, 10:], logits[:, 10:])
 

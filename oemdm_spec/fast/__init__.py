@@ -8,14 +8,17 @@ Every kernel in ``fast.kernels`` has a float64 twin in ``oemdm_spec.reference`` 
 it (``proofs_tests/test_kernels_*``).
 """
 
+from .checkpoint import load_run
 from .config import PRESETS, TrainConfig, build_config
 from .evaluate import EvalResult, evaluate_bound
 from .model import DiT, ModelConfig, OeMDM
 from .objectives import LossOutput, draw_step_noise, oemdm_loss
+from .processes import MODEL_TYPES, PROCESSES, Process, get_process, register
 from .sample import sample
 from .trainer import TrainingDiverged, TrainResult, train
 
 __all__ = [
-    "PRESETS", "DiT", "EvalResult", "LossOutput", "ModelConfig", "OeMDM", "TrainConfig", "TrainResult",
-    "TrainingDiverged", "build_config", "draw_step_noise", "evaluate_bound", "oemdm_loss", "sample", "train",
+    "MODEL_TYPES", "PRESETS", "PROCESSES", "DiT", "EvalResult", "LossOutput", "ModelConfig", "OeMDM", "Process",
+    "TrainConfig", "TrainResult", "TrainingDiverged", "build_config", "draw_step_noise", "evaluate_bound",
+    "get_process", "load_run", "oemdm_loss", "register", "sample", "train",
 ]

@@ -176,8 +176,30 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    import numpy as np
+def load_run(path: str | Path, use_ema: bool = True):
+    """(model, config, tokenizer, checkpoint dir) from a run directory or checkpoint, in eval mode.
 
-    raw = base64.b64decode(state["rng"]["torch_cpu"])
-    torch.set_rng_state(torch.from_numpy(np.frombuffer(raw, dtype=np.uint8).copy()))
+    Raises CheckpointError (a ValueError) naming what does not fit."""
+    from oemdm_spec.data import get_tokenizer
+
+    from .config import TrainConfig
+    from .model import OeMDM
+
+    try:
+        ck = load_checkpoint(path)
+        cfg = TrainConfig.from_dict(ck["config"])
+        tok = get_tokenizer(cfg.tokenizer)
+        model = OeMDM(cfg.model_config(tok.vocab_size))
+    except FileNotFoundError as e:
+        raise CheckpointError(str(e)) from None
+    except TypeError as e:
+        raise CheckpointError(f"checkpoint config in {path}: {e}") from None
+    weights = ck["ema"] if use_ema and ck["ema"] is not None else ck["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # shapes/keys of another model, vocabulary or size
+        detail = " ".join(str(e).strip().splitlines()[:2])
+        raise CheckpointError(f"checkpoint {ck['dir']} does not fit its config (model={cfg.model}, "
+                              f"d_model={cfg.d_model}, vocabulary {tok.vocab_size}): {detail}") from None
+    model.eval()  # evaluate_bound and sample run under torch.no_grad themselves
+    return model, cfg, tok, Path(ck["dir"])

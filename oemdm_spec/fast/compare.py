@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from .config import build_config
-from .model import MODEL_TYPES
 from .plots import plot_compare
+from .processes import MODEL_TYPES, process_class
 from .trainer import train
 
 # CPU default: the tiny preset's 600 steps for each of the 5 models, ~12 minutes in total on 2 idle cores
@@ -68,10 +68,11 @@ def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> 
         curves[m] = res.val_curve
         rows.append({"model": m, "nelbo": ev.nelbo, "se": ev.se, "bits": ev.bits, "ppl": ev.perplexity,
                      "tokens_per_s": res.tokens_per_s, "wall_s": res.wall_s, "steps": res.final_step,
-                     "estimator": "exact" if m == "ar" else "log-time MC"})
+                     "exact": process_class(cfg.model).exact_bound,
+                     "estimator": "exact" if process_class(cfg.model).exact_bound else "MC bound"})
         print(f"[compare] {m}: {ev.describe(unit_for(cfg.tokenizer))}", flush=True)
     cfg0 = build_config({**base, "model": models[0], **VARIANTS.get(models[0], {})})
-    unit = "char" if cfg0.tokenizer == "char" else "token"
+    unit = unit_for(cfg0.tokenizer)
     png = plot_compare(curves, out_dir / "compare.png", unit=unit)
     lines = [
         f"| model | steps | NELBO bound (bits/{unit}) | ± SE | perplexity bound | tokens/s | wall-clock (s) "
@@ -79,7 +80,7 @@ def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> 
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        prefix = "" if r["model"] == "ar" else "≤ "
+        prefix = "" if r["exact"] else "≤ "
         lines.append(f"| {r['model']} | {r['steps']} | {prefix}{r['bits']:.4f} | {r['se'] / math.log(2):.4f} | "
                      f"{prefix}{r['ppl']:.3f} | {r['tokens_per_s']:,.0f} | {r['wall_s']:.0f} | {r['estimator']} |")
     table = "\n".join(lines)

@@ -13,7 +13,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .model import MODEL_TYPES, ModelConfig
+from .model import ModelConfig
+from .processes import MODEL_TYPES
 
 
 class ConfigError(ValueError):
@@ -45,7 +46,8 @@ class TrainConfig:
     log_range: float = field(default=math.log(30.0), metadata={"help": "logspace: R, w within c1*exp(+-R)"})
     K: int = field(default=2, metadata={"help": "masks per sequence for the RLOO surrogate (lomdm, genmd4)"})
     t_min: float = field(default=1e-3, metadata={"help": "training clamp t >= t_min"})
-    block_size: int = field(default=4, metadata={"help": "BD3LM block length L'"})
+    block_size: int = field(default=4, metadata={"help": "BD3LM / oemdm-block block length L'"})
+    eps: float = field(default=0.01, metadata={"help": "oemdm-arm / oemdm-block: the window schedules' epsilon"})
     # optimisation
     steps: int = field(default=600, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "global batch (sequences), split over DDP ranks"})
@@ -85,7 +87,7 @@ class TrainConfig:
             vocab_size=vocab_size, seq_len=self.seq_len, model_type=self.model, n_layer=self.n_layer,
             n_head=self.n_head, d_model=self.d_model, cond_dim=self.cond_dim,
             time_conditioning=self.time_conditioning, c1=self.c1, c2=self.c2, order_param=self.order_param,
-            log_range=self.log_range, block_size=self.block_size,
+            log_range=self.log_range, block_size=self.block_size, eps=self.eps,
         )
 
     def validate(self) -> None:
@@ -93,12 +95,6 @@ class TrainConfig:
             raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, got {self.model!r}")
         if self.preset not in PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.order_param == "normsig" and not (self.c2 >= 0 and self.c1 > self.c2):
-            raise ConfigError(f"need c1 > c2 >= 0 (w = c1 + c2*NormSig stays > 0), got c1={self.c1}, c2={self.c2}")
-        if self.order_param == "logspace" and not (self.c1 > 0 and self.c2 >= 0 and math.isfinite(self.log_range)
-                                                   and self.log_range > 0):
-            raise ConfigError(f"order_param=logspace needs c1 > 0, c2 >= 0 and a finite log_range > 0, got "
-                              f"c1={self.c1}, c2={self.c2}, log_range={self.log_range}")
         if not 0 < self.t_min < 1:
             raise ConfigError(f"t_min must lie in (0, 1), got {self.t_min}")
         # optimiser settings: torch rejects some of these only deep inside AdamW, and a negative lr trains
@@ -116,8 +112,8 @@ class TrainConfig:
 
         if self.tokenizer not in TOKENIZER_NAMES:
             raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_NAMES)}, got {self.tokenizer!r}")
-        for key in ("steps", "batch_size", "seq_len", "n_layer", "n_head", "d_model", "K", "block_size",
-                    "log_every", "eval_batch_size", "final_eval_batches", "num_samples", "sample_len"):
+        for key in ("steps", "batch_size", "K", "log_every", "eval_batch_size", "final_eval_batches", "num_samples",
+                    "sample_len"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.name and (self.name in (".", "..") or "/" in self.name or os.sep in self.name):
@@ -126,18 +122,16 @@ class TrainConfig:
         if self.max_bad_steps < 0:
             raise ConfigError(f"max_bad_steps must be >= 0 (0: stop at the first non-finite step), got "
                               f"{self.max_bad_steps}")
-        if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
-            raise ConfigError(f"d_model ({self.d_model}) must split into n_head ({self.n_head}) even-sized heads")
-        if self.model == "bd3lm" and self.seq_len % self.block_size:
-            raise ConfigError(f"seq_len ({self.seq_len}) must be a multiple of block_size ({self.block_size})")
-        if self.model in ("bd3lm", "ar") and self.time_conditioning:
-            raise ConfigError(f"time_conditioning is not supported for model={self.model}")
         choices = {"lr_decay": ("constant", "cosine"), "device": ("auto", "cpu", "cuda"),
                    "compile": ("auto", "yes", "no"), "dtype": ("auto", "bf16", "fp32"),
-                   "parallel": ("ddp", "fsdp"), "order_param": ("normsig", "logspace")}
+                   "parallel": ("ddp", "fsdp")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        try:  # model sizes and schedule constants: validated in one place, ModelConfig and its process
+            self.model_config(vocab_size=1)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

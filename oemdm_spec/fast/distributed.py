@@ -41,11 +41,3 @@ def setup_distributed(device_kind: str) -> DistInfo:
 def teardown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def all_reduce_mean(value: float, info: DistInfo, device: torch.device) -> float:
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t) / info.world_size

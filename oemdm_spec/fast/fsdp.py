@@ -1,7 +1,8 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for presets whose weights + Adam state should not be
 replicated on every GPU. ``--parallel fsdp`` under torchrun; DDP stays the default.
 
-Sharding plan. Each transformer block of the backbone and each LoMDM scheduler head is its own FSDP unit: it is
+Sharding plan. The model's process names the units (``Process.fsdp_units``): each transformer block of the
+backbone and each LoMDM scheduler head is its own FSDP unit: it is
 all-gathered for its forward and resharded after it. Everything else (embedding, time embedding, final
 adaLN, output layer, GenMD4's w) belongs to the root unit, the ``LossModule``. The loss reads the output
 layer's weight directly (the fused linear + loss kernel never calls ``out(h)``), so that weight must sit in a
@@ -32,11 +33,8 @@ def shard(root: nn.Module, model: OeMDM, mesh: Any) -> None:
     ``lerp_`` stays a local, elementwise operation."""
     from torch.distributed.fsdp import fully_shard
 
-    for block in model.backbone.blocks:
-        fully_shard(block, mesh=mesh)
-    if model.cfg.model_type == "lomdm":
-        fully_shard(model.phi, mesh=mesh)
-        fully_shard(model.psi, mesh=mesh)
+    for unit in model.process.fsdp_units(model):
+        fully_shard(unit, mesh=mesh)
     fully_shard(root, mesh=mesh)
 
 

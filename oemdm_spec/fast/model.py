@@ -12,9 +12,9 @@ It is *time-agnostic* by default: c is a learned constant vector, so x_θ(z_t) d
 sampler may reuse a forward pass while nothing changes. ``time_conditioning=True`` feeds a sinusoidal
 embedding of t instead.
 
-Model types (``ModelConfig.model_type``) share this backbone and the OeMDM loss (see ``objectives.py``):
-``lomdm`` (φ/ψ heads), ``mdlm``, ``genmd4`` (learnable per-vocabulary exponent), ``bd3lm`` (block-causal
-attention over [z_t ; x]) and ``ar`` (plain causal model).
+Model types (``ModelConfig.model_type``) share this backbone and the OeMDM loss; what differs between them
+is one process object each (``processes/``), which may attach modules to the model (LoMDM's φ/ψ heads,
+GenMD4's per-vocabulary exponent, BD3LM's block-causal mask).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MODEL_TYPES = ("lomdm", "mdlm", "genmd4", "bd3lm", "ar")
 ORDER_PARAMS = ("normsig", "logspace")
 
 
@@ -45,28 +44,26 @@ class ModelConfig:
     c2: float = 0.65
     order_param: str = "normsig"  # LoMDM: "normsig" (the paper's) or "logspace" (sharper; spec §3)
     log_range: float = math.log(30.0)  # logspace: w ∈ (c1·e^{−R}, c1·e^{R})
-    block_size: int = 4  # BD3LM block length L'
+    block_size: int = 4  # BD3LM / oemdm-block block length L'
+    eps: float = 0.01  # oemdm-arm / oemdm-block: the ε of the window schedules (spec §2)
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"ModelConfig: model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        """All validation of model sizes and schedule constants lives here (TrainConfig.validate calls it)."""
+        from .processes import process_class
+
+        proc = process_class(self.model_type)  # raises for an unknown type, naming the valid ones
+        for key in ("vocab_size", "seq_len", "n_layer", "n_head", "d_model", "cond_dim", "mlp_ratio", "block_size"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
         if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
-            raise ValueError(
-                f"ModelConfig: d_model ({self.d_model}) must split into n_head ({self.n_head}) heads of even size"
-            )
+            raise ValueError(f"d_model ({self.d_model}) must split into n_head ({self.n_head}) even-sized heads")
         if self.order_param not in ORDER_PARAMS:
-            raise ValueError(f"ModelConfig: order_param must be one of {ORDER_PARAMS}, got {self.order_param!r}")
-        if self.model_type == "lomdm" and self.order_param == "normsig" and not (self.c2 >= 0 and self.c1 > self.c2):
-            # w = c1 + c2·NormSig ∈ (c1 − c2, c1 + c2); c1 ≤ c2 would allow w ≤ 0 (no schedule).
-            raise ValueError(f"ModelConfig: LoMDM needs c1 > c2 >= 0, got c1={self.c1}, c2={self.c2}")
-        if self.model_type == "lomdm" and self.order_param == "logspace" and not (
-                self.c1 > 0 and self.c2 >= 0 and math.isfinite(self.log_range) and self.log_range > 0):
-            raise ValueError(f"ModelConfig: logspace LoMDM needs c1 > 0, c2 >= 0 and a finite log_range > 0, got "
-                             f"c1={self.c1}, c2={self.c2}, log_range={self.log_range}")
-        if self.model_type == "bd3lm" and self.seq_len % self.block_size:
-            raise ValueError(
-                f"ModelConfig: seq_len ({self.seq_len}) must be a multiple of block_size ({self.block_size})"
-            )
+            raise ValueError(f"order_param must be one of {', '.join(ORDER_PARAMS)}, got {self.order_param!r}")
+        for key in ("c1", "c2", "log_range", "eps"):
+            if not math.isfinite(getattr(self, key)):
+                raise ValueError(f"{key} must be finite, got {getattr(self, key)}")
+        proc.validate(self)
 
     @property
     def mask_id(self) -> int:
@@ -145,9 +142,11 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
 
     def forward(self, t: Tensor) -> Tensor:
+        # in the model's own dtype (float32 in training, float64 for reference checks after model.double())
+        dtype = self.mlp[0].weight.dtype
         half = self.freq_dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device).float() / half)
-        args = 1000.0 * t.float()[:, None] * freqs[None]
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device).to(dtype) / half)
+        args = 1000.0 * t.to(dtype)[:, None] * freqs[None]
         return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
 
 
@@ -257,31 +256,31 @@ def norm_sig(v: Tensor, valid: Tensor | None = None) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the model: backbone + per-type parts
+# the model: backbone + what its process attaches
 
 
 class OeMDM(nn.Module):
-    """Backbone plus whatever a model type needs on top of it.
+    """The backbone plus whatever the model type's process attaches to it (``model.process``).
 
-    - ``lomdm``: ``phi`` (forward scheduler, reads f(x)) and ``psi`` (reverse scheduler, reads f(z_t));
-    - ``genmd4``: ``log_w_vocab`` (V,), the log of the per-vocabulary exponent w (init 0: MDLM);
-    - ``bd3lm``: the block-causal mask over [z_t ; x];
-    - ``ar``: causal attention over [m, x¹..x^{L−1}] (the mask id doubles as beginning-of-sequence).
+    The process (``fast/processes/``) owns everything that differs between types: LoMDM registers ``phi``
+    (forward scheduler, reads f(x)) and ``psi`` (reverse scheduler, reads f(z_t)); GenMD4 ``log_w_vocab``
+    (V,), the log of its per-vocabulary exponent (init 0: MDLM); BD3LM the block-causal mask over [z_t ; x].
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.backbone = DiT(cfg)
-        if cfg.model_type == "lomdm":
-            self.phi = OrderHead(cfg)
-            self.psi = OrderHead(cfg)
-        if cfg.model_type == "genmd4":
-            self.log_w_vocab = nn.Parameter(torch.zeros(cfg.vocab_size))
-        if cfg.model_type == "bd3lm":
-            self.register_buffer("bd_mask", block_causal_mask(cfg.seq_len, cfg.block_size), persistent=False)
+        from .processes import get_process
 
-    # --- LoMDM scheduler exponents ------------------------------------------------------------------------
+        self.cfg = cfg
+        self.process = get_process(cfg)
+        self.backbone = DiT(cfg)
+        self.process.attach(self)
+
+    def scheduler_parameters(self) -> list[nn.Parameter]:
+        """Parameters that may get their own learning rate (φ, ψ heads; GenMD4's w)."""
+        return self.process.scheduler_parameters(self)
+
+    # --- LoMDM scheduler exponents (spec §3); the heads exist only on LoMDM models --------------------------
     def exponent(self, head: OrderHead, features: Tensor, valid: Tensor | None = None) -> Tensor:
         """w = c1 + c2·NormSig(g(sg(f))) (or the log-space form) — the detach keeps θ out of the scheduler
         losses."""
@@ -296,43 +295,12 @@ class OeMDM(nn.Module):
     def w_psi(self, fz: Tensor, valid: Tensor | None = None) -> Tensor:
         return self.exponent(self.psi, fz, valid)
 
-    def scheduler_parameters(self) -> list[nn.Parameter]:
-        """Parameters that may get their own learning rate (φ, ψ heads; GenMD4's w)."""
-        if self.cfg.model_type == "lomdm":
-            return [*self.phi.parameters(), *self.psi.parameters()]
-        if self.cfg.model_type == "genmd4":
-            return [self.log_w_vocab]
-        return []
-
-    # --- BD3LM and AR forward passes ----------------------------------------------------------------------
-    def bd3lm_features(self, z: Tensor, x: Tensor) -> Tensor:
-        """Features of the noisy half of [z_t ; x] (B, L, d) under the block-causal mask."""
-        L = self.cfg.seq_len
-        pos = torch.arange(L, device=z.device)
-        h = self.backbone.features(torch.cat([z, x], dim=1), positions=torch.cat([pos, pos]),
-                                   attn_mask=self.bd_mask)
-        return h[:, :L]
-
-    def ar_features(self, x: Tensor) -> Tensor:
-        """Features predicting x^i from x^{<i} (B, L, d): input is x shifted right behind the mask id."""
-        inp = torch.cat([torch.full_like(x[:, :1], self.cfg.mask_id), x[:, :-1]], dim=1)
-        return self.backbone.features(inp, causal=True)
-
 
 def block_causal_mask(seq_len: int, block_size: int) -> Tensor:
-    """Boolean (2L, 2L) attention mask over [z_t ; x] (True = may attend), as in BD3LM.
+    """BD3LM's attention mask over [z_t ; x] (see ``processes/bd3lm.py``)."""
+    from .processes.bd3lm import block_causal_mask as mask
 
-    A query in the noisy block b sees the noisy block b and the clean blocks < b; a query in the clean block
-    b sees the clean blocks ≤ b. So x_θ for block b is conditioned on exactly (z_t^b, x^{<b})."""
-    blk = torch.arange(seq_len) // block_size
-    qb, kb = blk[:, None], blk[None, :]
-    noisy_noisy = qb == kb
-    noisy_clean = kb < qb
-    clean_clean = kb <= qb
-    clean_noisy = torch.zeros(seq_len, seq_len, dtype=torch.bool)
-    top = torch.cat([noisy_noisy, noisy_clean], dim=1)
-    bottom = torch.cat([clean_noisy, clean_clean], dim=1)
-    return torch.cat([top, bottom], dim=0)
+    return mask(seq_len, block_size)
 
 
 def count_parameters(module: nn.Module) -> int:

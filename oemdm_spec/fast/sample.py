@@ -19,39 +19,22 @@ import torch
 from torch import Tensor
 
 from .model import OeMDM
-from .objectives import genmd4_log_w
+from .processes import SAMPLERS, Process
 
-SAMPLERS = ("first-hitting", "grid", "topk")
-
-
-@torch.no_grad()
-def _pass(model: OeMDM, z: Tensor, t: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """One denoiser pass: token probabilities x_θ (B, L, V) in float64 and reverse rates ŵ (B, L).
-
-    ``t`` (B,) is the current time, read only by a time-conditioned denoiser (the default is time-agnostic)."""
-    typ = model.cfg.model_type
-    if model.cfg.time_conditioning:
-        if t is None:
-            raise ValueError("_pass: a time-conditioned model needs the current time t")
-        t_in = t.to(device=z.device, dtype=torch.float32).expand(z.shape[0])
-    else:
-        t_in = None
-    feats = model.backbone.features(z, t_in)
-    logits = model.backbone.logits(feats).double()
-    B, L = z.shape
-    if typ == "genmd4":
-        log_w = genmd4_log_w(model).double()
-        logp = torch.log_softmax(logits, -1)
-        rate = torch.exp(torch.logsumexp(logp + log_w, -1))
-        probs = torch.softmax(logp + log_w, -1)  # x_θ ∝ w_v μ_θ[v]
-        return probs, rate
-    probs = torch.softmax(logits, -1)
-    if typ == "lomdm":
-        return probs, model.w_psi(feats).double()
-    return probs, torch.ones(B, L, dtype=torch.float64, device=z.device)
+__all__ = ["SAMPLERS", "draw_tokens", "render_with_order", "sample", "sample_entropy", "sample_first_hitting",
+           "sample_grid"]
 
 
-def _draw_tokens(probs: Tensor, g: torch.Generator) -> Tensor:
+def _time_input(model: OeMDM, z: Tensor, t: Tensor | None) -> Tensor | None:
+    """The time a time-conditioned denoiser reads ((B,) float32); None for a time-agnostic one."""
+    if not model.cfg.time_conditioning:
+        return None
+    if t is None:
+        raise ValueError("sample: a time-conditioned model needs the current time t")
+    return t.to(device=z.device, dtype=torch.float32).expand(z.shape[0])
+
+
+def draw_tokens(probs: Tensor, g: torch.Generator) -> Tensor:
     flat = probs.reshape(-1, probs.shape[-1]).cpu()
     return torch.multinomial(flat, 1, generator=g).view(probs.shape[:-1]).to(probs.device)
 
@@ -84,20 +67,17 @@ def sample(model: OeMDM, num: int, *, length: int | None = None, sampler: str = 
     g = torch.Generator().manual_seed(seed)
     z = torch.full((num, L), m, dtype=torch.long, device=device) if init is None else init.clone().to(device)
     order = torch.where(z == m, -2, -1)  # −2: not yet revealed
-    typ = model.cfg.model_type
-    if typ == "ar":
-        z, order = _sample_ar(model, z, order, g)
-    elif typ == "bd3lm":
-        z, order = _sample_bd3lm(model, z, order, g)
-    elif sampler == "grid":
-        z, order = _sample_grid(model, z, order, g, steps or L)
-    else:
-        z, order = _sample_first_hitting(model, z, order, g, topk=sampler == "topk")
+    proc = model.process
+    if sampler not in proc.samplers:
+        raise ValueError(f"sample: sampler {sampler!r} is not defined for model {model.cfg.model_type}; "
+                         f"use one of {', '.join(proc.samplers)}")
+    z, order = proc.sample(model, z, order, g, sampler, steps or L)
     model.train(was_training)
     return z, order
 
 
-def _sample_first_hitting(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, topk: bool):
+def sample_first_hitting(proc: Process, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator,
+                         topk: bool) -> tuple[Tensor, Tensor]:
     """One reveal per step. A time-conditioned denoiser also needs the time: in log-time u = −log t every masked
     position i has hazard ŵ_i, so the next reveal comes after Δu ~ Exp(Σ_masked ŵ). Each sequence keeps its
     own t (starting at 1); the pass is made at the current t, so rates and tokens are held at their values at
@@ -108,7 +88,7 @@ def _sample_first_hitting(model: OeMDM, z: Tensor, order: Tensor, g: torch.Gener
     log_t = torch.zeros(z.shape[0], dtype=torch.float64)  # per sequence, on the CPU like the generator
     step = 0
     while bool((z == m).any()):
-        probs, rate = _pass(model, z, torch.exp(log_t) if timed else None)
+        probs, rate = proc.reverse(model, z, _time_input(model, z, torch.exp(log_t)) if timed else None)
         masked = z == m
         weights = torch.where(masked, rate, torch.zeros_like(rate)).cpu()
         active = masked.any(-1).cpu()
@@ -121,7 +101,7 @@ def _sample_first_hitting(model: OeMDM, z: Tensor, order: Tensor, g: torch.Gener
         else:
             safe = torch.where(active[:, None], weights, torch.ones_like(weights))
             pos = torch.multinomial(safe, 1, generator=g).squeeze(1)
-        tok = _draw_tokens(probs[torch.arange(z.shape[0]), pos.to(z.device)][:, None], g)[:, 0]
+        tok = draw_tokens(probs[torch.arange(z.shape[0]), pos.to(z.device)][:, None], g)[:, 0]
         rows = torch.nonzero(active).squeeze(1).to(z.device)
         z[rows, pos.to(z.device)[rows]] = tok[rows]
         order[rows, pos.to(z.device)[rows]] = step
@@ -129,16 +109,18 @@ def _sample_first_hitting(model: OeMDM, z: Tensor, order: Tensor, g: torch.Gener
     return z, order
 
 
-def _sample_grid(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, steps: int):
+def sample_grid(proc: Process, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator,
+                steps: int) -> tuple[Tensor, Tensor]:
+    """T steps on the power grid t_k = (k/T)^p, p = 1/min ŵ (see the module docstring)."""
     m = model.cfg.mask_id
     cache = None
     p_exp = 1.0  # t_T = 1 for any exponent; later steps use the exponent of the previous pass
     for k in range(steps, 0, -1):
         if model.cfg.time_conditioning:
             # a time-conditioned pass is not reusable across times; it sees t_k on the previous step's grid
-            cache = _pass(model, z, torch.tensor((k / steps) ** p_exp, dtype=torch.float64))
+            cache = proc.reverse(model, z, _time_input(model, z, torch.tensor((k / steps) ** p_exp)))
         elif cache is None:
-            cache = _pass(model, z)
+            cache = proc.reverse(model, z, None)
         probs, rate = cache
         p_exp = 1.0 / max(float(rate.min()), 1e-3)  # power grid t_k = (k/T)^p with p >= 1/min w
         t, s = (k / steps) ** p_exp, ((k - 1) / steps) ** p_exp
@@ -150,48 +132,10 @@ def _sample_grid(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, ste
             coin = torch.rand(z.shape, generator=g, dtype=torch.float64).to(z.device)
             reveal = masked & (coin < prob)
         if bool(reveal.any()):
-            tok = _draw_tokens(probs, g)
+            tok = draw_tokens(probs, g)
             z = torch.where(reveal, tok, z)
             order = torch.where(reveal, steps - k, order)
             cache = None  # the state changed: a new pass is needed
-    return z, order
-
-
-def _sample_ar(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator):
-    m = model.cfg.mask_id
-    L = z.shape[1]
-    for i in range(L):
-        if not bool((z[:, i] == m).any()):
-            continue
-        x_in = torch.where(z == m, 0, z)  # future positions are invisible to a causal model anyway
-        feats = model.ar_features(x_in)
-        probs = torch.softmax(model.backbone.logits(feats[:, i]).double(), -1)
-        tok = _draw_tokens(probs[:, None], g)[:, 0]
-        need = z[:, i] == m
-        z[:, i] = torch.where(need, tok, z[:, i])
-        order[:, i] = torch.where(need, i, order[:, i])
-    return z, order
-
-
-def _sample_bd3lm(model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator):
-    m = model.cfg.mask_id
-    bs = model.cfg.block_size
-    L = z.shape[1]
-    step = 0
-    for b0 in range(0, L, bs):
-        while bool((z[:, b0:b0 + bs] == m).any()):
-            # the clean copy: blocks < b are clean; what it holds for blocks >= b is never attended to by block b
-            feats = model.bd3lm_features(z, torch.where(z == m, 0, z))
-            probs = torch.softmax(model.backbone.logits(feats[:, b0:b0 + bs]).double(), -1)
-            masked = (z[:, b0:b0 + bs] == m).cpu()
-            active = masked.any(-1)
-            weights = torch.where(active[:, None], masked.double(), torch.ones_like(masked, dtype=torch.float64))
-            pos = torch.multinomial(weights, 1, generator=g).squeeze(1)
-            tok = _draw_tokens(probs[torch.arange(z.shape[0]), pos.to(z.device)][:, None], g)[:, 0]
-            rows = torch.nonzero(active).squeeze(1).to(z.device)
-            z[rows, b0 + pos.to(z.device)[rows]] = tok[rows]
-            order[rows, b0 + pos.to(z.device)[rows]] = step
-            step += 1
     return z, order
 
 

@@ -38,7 +38,6 @@ VARIANTS: dict[str, dict] = {
     "lomdm-logspace": {"model": "lomdm", "order_param": "logspace", "c1": 1.0, "c2": 2.0},
 }
 
-SAMPLERS = ("first-hitting", "grid", "topk")
 
 
 def sha(tensors) -> str:
@@ -69,7 +68,7 @@ def run_one(name: str, out_dir: str) -> dict:
     with open(res.run_dir / "log.csv") as f:
         rec["log_nelbo"] = [line.split(",")[2] for line in f.read().splitlines()[1:]]
     samples = {}
-    for sampler in SAMPLERS:
+    for sampler in res.ema.process.samplers:
         tokens, order = fast.sample(res.ema, 3, sampler=sampler, steps=8, seed=5)
         samples[sampler] = sha([tokens, order])
     rec["samples_sha256"] = samples

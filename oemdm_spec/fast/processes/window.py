@@ -1,0 +1,175 @@
+"""OeMDM with the ε-window schedules of spec §2: the ARM and block-diffusion theorems inside the trainer.
+
+Blocks b = 1..B of size L' (L' = 1: ``oemdm-arm``; any L': ``oemdm-block``). Block b is active in the window
+J_b = [(B−b)/B, (B−b+1)/B] of forward time, so block 1 is revealed first in reverse time. Every position of
+block b follows the same continuous, strictly decreasing, piecewise-linear α (0 < ε < ½):
+
+    before J_b:  α = 1 − ε·t/s                           (1 → 1−ε on [0, s]),   s = (B−b)/B
+    on J_b:      α = s0 − (s0 − s1)(B t − (B − b))       (s0 → s1),             s0 = 1−ε (1 if b = B),
+                                                                                 s1 = ε   (0 if b = 1)
+    after J_b:   α = ε·(1 − (t − e)/(1 − e))             (ε → 0 on [e, 1]),     e = (B−b+1)/B
+
+Forward = reverse schedule, so L_velocity = 0, with the rate A = −∂_tα/(1−α) of each piece. On a
+bidirectional, time-agnostic denoiser, L_OeMDM = AR-NLL + O(ε) for L' = 1 and L_BD3LM + O(ε) for blocks
+(spec §2). The float64 twin is ``reference.schedules.BlockSchedule``; ``proofs_tests/test_train_window.py``
+compares the two.
+
+Evaluation: the integrand P(masked)·A is bounded (≤ B/(1 − 2ε) per position), so t ~ U(0, 1) with weight 1
+is an unbiased, finite-variance estimator. Sampling: with z-independent reverse rates the reveal times are
+independent, with P(τ_i ≤ t) = 1 − α^i(t); drawing them by inverting the piecewise-linear α and revealing in
+decreasing τ, each token from x_θ of the current state, is exact for a time-agnostic denoiser.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from ..noise import StepNoise
+from .base import LossOutput, Process, fused_rows, masked_rows, per_sequence, register
+
+if TYPE_CHECKING:
+    from ..model import ModelConfig, OeMDM
+
+
+class WindowSchedule:
+    """α_bd,ε of spec §2 for L positions in blocks of ``block_size``; tensors of shape (..., L), float64."""
+
+    def __init__(self, seq_len: int, block_size: int, eps: float) -> None:
+        if not 0 < eps < 0.5:
+            raise ValueError(f"WindowSchedule: eps must lie in (0, 1/2), got {eps}")
+        if block_size < 1 or seq_len % block_size:
+            raise ValueError(f"WindowSchedule: seq_len ({seq_len}) must be a multiple of block_size ({block_size})")
+        self.eps = eps
+        n_blocks = seq_len // block_size
+        b = (torch.arange(seq_len) // block_size + 1).double()  # 1-indexed block of each position
+        self.B = float(n_blocks)
+        self.b = b
+        self.start = (n_blocks - b) / n_blocks
+        self.end = (n_blocks - b + 1) / n_blocks
+        self.s0 = torch.where(b == n_blocks, 1.0, 1.0 - eps).double()
+        self.s1 = torch.where(b == 1, 0.0, eps).double()
+
+    def one_minus_alpha_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(1 − α, A = −∂_tα/(1 − α)) at times t (..., 1) or (..., L), float64, for t in (0, 1]."""
+        t = t.double()
+        eps, B = self.eps, self.B
+        start, end = self.start.to(t.device), self.end.to(t.device)
+        s0, s1, b = self.s0.to(t.device), self.s1.to(t.device), self.b.to(t.device)
+        before, after = t < start, t > end
+        # 1 − α and −∂_tα on each piece (the unused pieces are evaluated at safe values and discarded)
+        oma_before = eps * t / start.clamp_min(1e-300)
+        dal_before = eps / start.clamp_min(1e-300)
+        oma_in = 1 - s0 + (s0 - s1) * (B * t - (B - b))
+        dal_in = (s0 - s1) * B
+        oma_after = 1 - eps + eps * (t - end) / (1 - end).clamp_min(1e-300)
+        dal_after = eps / (1 - end).clamp_min(1e-300)
+        oma = torch.where(before, oma_before, torch.where(after, oma_after, oma_in))
+        dal = torch.where(before, dal_before, torch.where(after, dal_after, dal_in))
+        return oma, dal / oma
+
+    def reveal_times(self, U: Tensor) -> Tensor:
+        """τ with P(τ ≤ t) = 1 − α(t), from uniforms U (..., L): the inverse of the piecewise-linear 1 − α."""
+        U = U.double()
+        eps, B = self.eps, self.B
+        start, end = self.start.to(U.device), self.end.to(U.device)
+        s0, s1, b = self.s0.to(U.device), self.s1.to(U.device), self.b.to(U.device)
+        lo, hi = 1 - s0, 1 - s1  # the range of 1 − α on the window
+        tau_before = U * start / eps
+        tau_in = ((U - lo) / (s0 - s1) + (B - b)) / B
+        tau_after = end + (U - hi) * (1 - end) / eps
+        return torch.where(U < lo, tau_before, torch.where(U > hi, tau_after, tau_in))
+
+
+class WindowProcess(Process):
+    """OeMDM under α_bd,ε on a bidirectional, time-agnostic denoiser."""
+
+    time_conditioning_ok = False  # the theorem needs a time-agnostic denoiser (spec §2)
+    samplers = ("first-hitting", "topk")
+    estimator = "t ~ U(0,1) with weight 1 (bounded integrand), antithetic pairs, MC standard error over sequences"
+
+    def block_size(self) -> int:
+        return self.cfg.block_size
+
+    @classmethod
+    def validate(cls, cfg: ModelConfig) -> None:
+        super().validate(cfg)
+        if not 0 < cfg.eps < 0.5:
+            raise ValueError(f"eps must lie in (0, 1/2) for model={cls.name}, got {cfg.eps}")
+
+    def schedule(self, L: int) -> WindowSchedule:
+        return WindowSchedule(L, self.block_size(), self.cfg.eps)
+
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool) -> LossOutput:
+        B, L = x.shape
+        oma, A = self.schedule(L).one_minus_alpha_and_rate(noise.t[:, None])
+        masked = noise.u[0] < oma.float()
+        z = torch.where(masked, self.cfg.mask_id, x)
+        feats = model.backbone.features(z)
+        rows, h = masked_rows(feats, masked)
+        a = A.float().reshape(-1)[rows]
+        row = fused_rows(model, h, x.reshape(-1)[rows], a, a)
+        per_seq = (per_sequence(row, rows, B, L) / L)[None]
+        return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach(), masked=masked[None])
+
+    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor:
+        B, L = x.shape
+        oma, A = self.schedule(L).one_minus_alpha_and_rate(v.double()[:, None])
+        masked = mask_u.double() < oma
+        z = torch.where(masked, self.cfg.mask_id, x)
+        feats = model.backbone.features(z)
+        rows, h = masked_rows(feats, masked)
+        a = A.float().reshape(-1)[rows]
+        row = fused_rows(model, h, x.reshape(-1)[rows], a, a)
+        return per_sequence(row.double(), rows, B, L, torch.float64) / L
+
+    def sample(self, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, sampler: str,
+               steps: int) -> tuple[Tensor, Tensor]:
+        """Reveal in decreasing reveal time τ (exact, see the module docstring); ``topk`` uses the median
+        τ of each position (left to right by blocks, ties to the lowest index)."""
+        from ..sample import draw_tokens
+
+        m = self.cfg.mask_id
+        n, L = z.shape
+        sched = self.schedule(L)
+        if sampler == "topk":
+            tau = sched.reveal_times(torch.full((n, L), 0.5, dtype=torch.float64))
+        else:
+            tau = sched.reveal_times(torch.rand((n, L), generator=g, dtype=torch.float64))
+        step = 0
+        while bool((z == m).any()):
+            masked = (z == m).cpu()
+            active = masked.any(-1)
+            # the largest τ among masked positions; ties to the lowest index (argmax returns the first)
+            pos = torch.where(masked, tau, torch.full_like(tau, -1.0)).argmax(-1)
+            feats = model.backbone.features(z)
+            probs = torch.softmax(model.backbone.logits(feats).double(), -1)
+            tok = draw_tokens(probs[torch.arange(n), pos.to(z.device)][:, None], g)[:, 0]
+            rows = torch.nonzero(active).squeeze(1).to(z.device)
+            z[rows, pos.to(z.device)[rows]] = tok[rows]
+            order[rows, pos.to(z.device)[rows]] = step
+            step += 1
+        return z, order
+
+
+@register
+class OeMDMARM(WindowProcess):
+    name = "oemdm-arm"
+    description = "OeMDM with alpha_arm,eps (one position per window): the ARM theorem, bidirectional denoiser"
+
+    def block_size(self) -> int:
+        return 1
+
+
+@register
+class OeMDMBlock(WindowProcess):
+    name = "oemdm-block"
+    description = "OeMDM with alpha_bd,eps (block_size positions per window): the block theorem"
+
+    @classmethod
+    def validate(cls, cfg: ModelConfig) -> None:
+        super().validate(cfg)
+        if cfg.seq_len % cfg.block_size:
+            raise ValueError(f"seq_len ({cfg.seq_len}) must be a multiple of block_size ({cfg.block_size})")
