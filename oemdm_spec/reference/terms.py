@@ -3,7 +3,7 @@
 These are the building blocks of both NELBOs in :mod:`oemdm_spec.reference.elbo` and the float64 twins of
 the fused kernels in :mod:`oemdm_spec.fast.kernels`. Everything is elementwise and broadcasts. ±inf is a
 legitimate value of these terms (an infinite KL, a vanishing probability); a NaN never is, so every function
-raises on one (NaN or inf − inf went in).
+but :func:`unmask_probability` (whose 0/0 at t = 0 is legitimately undefined) raises on one.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def unmask_probability(log1m_alpha_s: Tensor, log1m_alpha_t: Tensor) -> Tensor:
     Written as a = 1 − (1 − α(s))/(1 − α(t)) = −expm1(log(1−α(s)) − log(1−α(t))), so that it never forms
     1 − α by subtraction: near t → 0 both 1 − α values are tiny and the subtraction would cancel.
     """
-    return require_finite("unmask_probability", -torch.expm1(log1m_alpha_s - log1m_alpha_t), allow_inf=True)
+    # Not checked for NaN: at 1 − α(t) = 0 (t = 0) a is 0/0, undefined, and no position can be masked there;
+    # callers discard it, and the NaN check of the quantity they return catches any that leaks.
+    return -torch.expm1(log1m_alpha_s - log1m_alpha_t)
 
 
 def kl_bernoulli(a: Tensor, a_hat: Tensor) -> Tensor:
