@@ -16,27 +16,18 @@ from hypothesis import strategies as st
 
 from oemdm_spec.reference.distributions import ForwardMasking
 from oemdm_spec.reference.elbo import continuous_integrand, continuous_nelbo_exact
-from oemdm_spec.reference.lomdm import (
-    ClampedUniformTime,
-    LogTimeMixture,
-    LoMDM,
-    LoMDMConfig,
-    exact_objective_at_t,
-    exponent,
-    exponent_range,
-    forward_log_prob,
-    lomdm_loss,
-    normsig,
-    rloo_surrogate,
-)
+from oemdm_spec.reference.exponents import exponent, exponent_range, normsig
+from oemdm_spec.reference.networks import LoMDM, LoMDMConfig
+from oemdm_spec.reference.objective import exact_objective_at_t, forward_log_prob, lomdm_loss, rloo_surrogate
 from oemdm_spec.reference.schedules import MDLMSchedule, PolynomialSchedule
+from oemdm_spec.reference.time_densities import ClampedUniformTime, LogTimeMixture
 
 F64 = torch.float64
 L, V = 3, 2
 
 
 def tiny(c1: float = 0.7, c2: float = 0.65, seed: int = 0, **kw: object) -> LoMDM:
-    cfg = LoMDMConfig(vocab_size=V, length=L, width=4, n_layers=1, n_heads=1, c1=c1, c2=c2, dtype=F64, **kw)
+    cfg = LoMDMConfig(vocab_size=V, length=L, d_model=4, n_layer=1, n_head=1, c1=c1, c2=c2, dtype=F64, **kw)
     model = LoMDM(cfg, seed=seed)
     with torch.no_grad():  # spread the head scores so that w actually varies across positions
         for head in (model.phi, model.psi):
@@ -67,7 +58,7 @@ def test_normsig_zero_mean_and_w_range(n: int, seed: int, scale: float, consts: 
     v = scale * torch.randn(4, n + 2, generator=gen, dtype=F64)
     pad = torch.zeros(4, n + 2, dtype=torch.bool)
     pad[:, n:] = torch.rand(4, 2, generator=gen) < 0.5  # some rows padded at the end
-    ns = normsig(v, pad)
+    ns = normsig(v, ~pad)  # valid = True at real positions
     real = ~pad
     # zero mean over real positions (float64 rounding of a mean of O(1) numbers: 1e-15·n)
     mean = torch.where(real, ns, torch.zeros_like(ns)).sum(-1) / real.sum(-1)
@@ -77,7 +68,7 @@ def test_normsig_zero_mean_and_w_range(n: int, seed: int, scale: float, consts: 
     n_real = real.sum(-1, keepdim=True).to(F64)
     assert bool((ns.abs() <= 1 - 1 / n_real + 1e-15).all())
     c1, c2 = consts
-    w = exponent(v, c1, c2, pad_mask=pad)
+    w = exponent(v, c1, c2, valid=~pad)
     lo, hi = exponent_range(c1, c2)
     if c2 == 0:
         assert bool((w == c1).all())
@@ -99,12 +90,12 @@ def test_normsig_matches_hand_formula() -> None:
 
 def test_logspace_exponent_is_sharper_and_bounded() -> None:
     v = torch.linspace(-20, 20, 8, dtype=F64).unsqueeze(0)
-    w = exponent(v, 1.0, 1.0, parametrisation="logspace", log_range=math.log(30.0))
+    w = exponent(v, 1.0, 1.0, order_param="logspace", log_range=math.log(30.0))
     lo, hi = exponent_range(1.0, 1.0, "logspace", math.log(30.0))
     assert bool((w > lo).all()) and bool((w < hi).all())
     d = v - v.mean()
     # tanh clamp ≈ identity for |c2 d| ≪ R: |c2 d| ≤ 0.2, R = 3.4, so log w is off by ≤ 0.2·(0.2/3.4)²/3 ≈ 2e-4
-    small = exponent(0.01 * v, 1.0, 1.0, parametrisation="logspace")
+    small = exponent(0.01 * v, 1.0, 1.0, order_param="logspace")
     assert torch.allclose(small, torch.exp(0.01 * d), rtol=1e-3)
     assert float(w.max() / w.min()) > 100  # NormSig with (0.7, 0.65) cannot exceed 1.35/0.05 = 27
 
@@ -115,9 +106,9 @@ def test_logspace_exponent_is_sharper_and_bounded() -> None:
         ({"c1": 0.5, "c2": 0.5}, "c1=0.5"),
         ({"c1": 0.4, "c2": 0.65}, "c2=0.65"),
         ({"c1": 0.7, "c2": -0.1}, "c2=-0.1"),
-        ({"c1": 0.7, "c2": 0.1, "parametrisation": "softmax"}, "'softmax'"),
-        ({"c1": -1.0, "c2": 0.1, "parametrisation": "logspace"}, "c1=-1.0"),
-        ({"c1": 1.0, "c2": 0.1, "parametrisation": "logspace", "log_range": 0.0}, "log_range=0.0"),
+        ({"c1": 0.7, "c2": 0.1, "order_param": "softmax"}, "'softmax'"),
+        ({"c1": -1.0, "c2": 0.1, "order_param": "logspace"}, "c1=-1.0"),
+        ({"c1": 1.0, "c2": 0.1, "order_param": "logspace", "log_range": 0.0}, "log_range=0.0"),
     ],
 )
 def test_bad_constants_rejected(kwargs: dict, needle: str) -> None:
@@ -135,10 +126,10 @@ def test_other_bad_input() -> None:
         rloo_surrogate(torch.zeros(2, 1), torch.zeros(2, 1))
     with pytest.raises(ValueError, match="t_min=0.0"):
         ClampedUniformTime(0.0)
-    with pytest.raises(ValueError, match="pad_mask"):
-        normsig(torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match="width=6"):
-        LoMDMConfig(vocab_size=2, length=3, width=6, n_heads=4)
+    with pytest.raises(ValueError, match="valid"):  # no real position at all
+        normsig(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="d_model=6"):
+        LoMDMConfig(vocab_size=2, length=3, d_model=6, n_head=4)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -272,7 +263,7 @@ def test_gradient_routing() -> None:
 def test_logtime_estimator_is_unbiased_and_clamped_is_not() -> None:
     """The log-time estimate matches the quadrature of the reference (elbo.continuous_nelbo_exact with the model's
     own schedules); the clamped t ∈ [t_min, 1] estimate drops the mass below t_min and falls short when w ≪ 1."""
-    model = tiny(1.0, 3.0, seed=1, parametrisation="logspace", log_range=math.log(30.0))
+    model = tiny(1.0, 3.0, seed=1, order_param="logspace", log_range=math.log(30.0))
     x = torch.tensor([[1, 0, 1]])
     w = model.w_phi(x).detach()
     assert float(w.min()) < 0.3  # a slow position, so that t_min = 1e-3 drops visible mass (t_min^w ≥ 12%)

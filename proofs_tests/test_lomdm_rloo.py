@@ -1,7 +1,7 @@
 """The RLOO surrogate is an unbiased estimator of ∇_φ E_q[L]; the pathwise-only gradient is not (spec §3).
 
 Enumerable case: L = 3 positions, V = 2, one x, one fixed t. The exact gradient is autograd through
-:func:`~oemdm_spec.reference.lomdm.exact_objective_at_t`, which sums q_φ(z|x)·L(z) over all 2^L masks; it is
+:func:`~oemdm_spec.reference.objective.exact_objective_at_t`, which sums q_φ(z|x)·L(z) over all 2^L masks; it is
 cross-checked by central finite differences (an independent computation). The Monte-Carlo average of the
 surrogate gradient is taken over G groups of n draws (each group one backward pass over n copies of x), so the
 standard error of every component comes from the spread between groups.
@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-from oemdm_spec.reference.lomdm import LoMDM, LoMDMConfig, exact_objective_at_t, lomdm_loss
+from oemdm_spec.reference.networks import LoMDM, LoMDMConfig
+from oemdm_spec.reference.objective import exact_objective_at_t, lomdm_loss
 
 F64 = torch.float64
 L, V = 3, 2
@@ -23,7 +24,7 @@ U = 0.6  # t = e^{-0.6} ≈ 0.55: masks of every size have visible probability
 
 
 def tiny() -> LoMDM:
-    cfg = LoMDMConfig(vocab_size=V, length=L, width=4, n_layers=1, n_heads=1, c1=0.7, c2=0.65, dtype=F64)
+    cfg = LoMDMConfig(vocab_size=V, length=L, d_model=4, n_layer=1, n_head=1, c1=0.7, c2=0.65, dtype=F64)
     model = LoMDM(cfg, seed=0)
     with torch.no_grad():
         for head in (model.phi, model.psi):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy import stats
 
-from oemdm_spec.reference.lomdm import LoMDM, LoMDMConfig, sample
+from oemdm_spec.reference.networks import LoMDM, LoMDMConfig
 from oemdm_spec.reference.order_viz import SHADES, order_heatmap, order_text
-from oemdm_spec.reference.sampling import power_grid
+from oemdm_spec.reference.sampling import lomdm_sample, power_grid
 from oemdm_spec.reference.tasks import HiddenChain, neighbour_fraction, random_order_neighbour_fraction, spearman
 
 F64 = torch.float64
@@ -18,7 +18,7 @@ L, V = 4, 3
 
 
 def spread_model() -> LoMDM:
-    cfg = LoMDMConfig(vocab_size=V, length=L, width=8, n_layers=1, n_heads=2, c1=0.7, c2=0.65, dtype=F64)
+    cfg = LoMDMConfig(vocab_size=V, length=L, d_model=8, n_layer=1, n_head=2, c1=0.7, c2=0.65, dtype=F64)
     model = LoMDM(cfg, seed=3)
     with torch.no_grad():  # distinct positions (the fully masked z differs only by position) and spread scores
         model.backbone.pos.copy_(torch.randn(L, 8, generator=torch.Generator().manual_seed(0), dtype=F64))
@@ -42,7 +42,7 @@ def test_next_position_law_fine_grid_chi_square() -> None:
     p = first_position_law(model)
     assert float(p.max() / p.min()) > 1.5  # the law is far from uniform, so the test can tell them apart
     gen = torch.Generator().manual_seed(0)
-    res = sample(model, n, method="ancestral", grid=power_grid(300, 1.0), generator=gen)
+    res = lomdm_sample(model, n, method="ancestral", grid=power_grid(300, 1.0), generator=gen)
     first = res.order == res.order.min(-1, keepdim=True).values
     single = first.sum(-1) == 1
     assert float(single.double().mean()) > 0.97
@@ -60,7 +60,7 @@ def test_first_hitting_next_position_law() -> None:
     model = spread_model()
     p = first_position_law(model)
     gen = torch.Generator().manual_seed(1)
-    res = sample(model, 6000, generator=gen)
+    res = lomdm_sample(model, 6000, generator=gen)
     assert bool((res.order.sort(-1).values == torch.arange(L)).all())  # one reveal per step: a permutation
     counts = (res.order == 0).sum(0).double()
     _, pval = stats.chisquare(counts.numpy(), (p * counts.sum()).numpy())
@@ -70,15 +70,15 @@ def test_first_hitting_next_position_law() -> None:
 def test_top_k_variant_follows_w_psi() -> None:
     model = spread_model()
     p = first_position_law(model)
-    res = sample(model, 5, top_k=True, generator=torch.Generator().manual_seed(2))
+    res = lomdm_sample(model, 5, top_k=True, generator=torch.Generator().manual_seed(2))
     assert bool((res.order.argmin(-1) == p.argmax()).all())
     # ancestral top-k: the positions revealed at the first revealing step are the top ones by w_ψ
-    res = sample(model, 5, method="ancestral", top_k=True, generator=torch.Generator().manual_seed(2))
+    res = lomdm_sample(model, 5, method="ancestral", top_k=True, generator=torch.Generator().manual_seed(2))
     for row in res.order:
         first = row == row.min()
         assert float(p[first].min()) >= float(p[~first].max()) if bool((~first).any()) else True
     # first-hitting top-k: at every step the revealed position has the largest w_ψ among the still-masked ones
-    res = sample(model, 3, top_k=True, generator=torch.Generator().manual_seed(3))
+    res = lomdm_sample(model, 3, top_k=True, generator=torch.Generator().manual_seed(3))
     for row in range(3):
         z = torch.full((1, L), V)
         for step in range(L):
@@ -91,12 +91,12 @@ def test_top_k_variant_follows_w_psi() -> None:
 
 def test_sampler_fixed_positions_and_bad_input() -> None:
     model = spread_model()
-    res = sample(model, 4, fixed={1: 2}, generator=torch.Generator().manual_seed(4))
+    res = lomdm_sample(model, 4, fixed={1: 2}, generator=torch.Generator().manual_seed(4))
     assert bool((res.tokens[:, 1] == 2).all()) and bool((res.order[:, 1] == -1).all())
     with pytest.raises(ValueError, match="method='beam'"):
-        sample(model, 2, method="beam")
+        lomdm_sample(model, 2, method="beam")
     with pytest.raises(ValueError, match="n_samples=0"):
-        sample(model, 0)
+        lomdm_sample(model, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------

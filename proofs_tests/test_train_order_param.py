@@ -1,7 +1,7 @@
 """The fast model's LoMDM exponents against the reference (spec §3): the paper's NormSig form and the sharper
 log-space option, with and without padding, and the log-space option end to end in the trainer.
 
-The reference (:func:`oemdm_spec.reference.lomdm.exponent`, float64) and the fast path
+The reference (:func:`oemdm_spec.reference.exponents.exponent`, float64) and the fast path
 (:mod:`oemdm_spec.fast.model`, float32) are separate implementations. Tolerance: the fast path computes in
 float32, with scores of O(1) and exponents in (c1 e^{−R}, c1 e^{R}), so a relative 1e-5 is a few ulps of the
 exp/tanh/sigmoid chain. A wrong centring (over padding too), a missing c2 or R, or a swapped form is off by
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oemdm_spec.fast.model import ModelConfig, OeMDM, log_space_exponent, norm_sig
-from oemdm_spec.reference.lomdm import exponent as reference_exponent
+from oemdm_spec.reference.exponents import exponent as reference_exponent
 
 
 @settings(max_examples=60, deadline=None)
@@ -32,8 +32,8 @@ def test_fast_exponent_equals_the_reference(seed, L, c1, frac, R, form, padded):
     if padded:
         pad = torch.rand(3, L, generator=g) < 0.4
         pad[:, 0] = False  # at least one real position per row
-    ref = reference_exponent(v, c1, c2, parametrisation=form, log_range=R, pad_mask=pad)
-    valid = None if pad is None else ~pad
+    valid = None if pad is None else ~pad  # both sides take valid = True at real positions
+    ref = reference_exponent(v, c1, c2, order_param=form, log_range=R, valid=valid)
     if form == "logspace":
         fast = log_space_exponent(v.float(), c1, c2, R, valid)
     else:

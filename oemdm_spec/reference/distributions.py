@@ -23,7 +23,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor
 
-from .elbo import Denoiser, _check_grid, _check_x, uniform_grid
+from ._common import Denoiser, check_grid, check_x, require_finite
 from .schedules import Schedule
 from .terms import unmask_probability
 
@@ -111,7 +111,8 @@ class ForwardMasking(dist.TorchDistribution):
             torch.where(is_mask, zero, ninf),
             torch.where(is_mask, log1m_alpha, torch.where(value == x, log_alpha, ninf)),
         )
-        return per_pos.sum(-1)
+        # −inf is the correct log-probability of an impossible value; NaN never is
+        return require_finite("ForwardMasking.log_prob", per_pos.sum(-1), allow_inf=True)
 
 
 class MaskedReverseStep(dist.TorchDistribution):
@@ -186,15 +187,17 @@ class MaskedReverseStep(dist.TorchDistribution):
         log_token = torch.log(token_probs.gather(-1, token).squeeze(-1))
         from_masked = torch.where(stays, torch.log1p(-unmask_prob), torch.log(unmask_prob) + log_token)
         carried = torch.where(value == z_t, zero, ninf)
-        return torch.where(masked, from_masked, carried).sum(-1)
+        return require_finite(
+            "MaskedReverseStep.log_prob", torch.where(masked, from_masked, carried).sum(-1), allow_inf=True
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The discrete-time model and guide
 # ---------------------------------------------------------------------------------------------------------
 def _check_chain_args(x: Tensor, forward: Schedule, grid: Tensor | int, vocab_size: int) -> tuple[Tensor, Tensor]:
-    x = _check_x(x, forward.length, vocab_size)
-    grid = _check_grid(uniform_grid(grid) if isinstance(grid, int) else grid)
+    x = check_x(x, forward.length, vocab_size)
+    grid = check_grid(grid)
     return x, grid
 
 

@@ -23,18 +23,19 @@ import torch
 from scipy import integrate
 from torch import Tensor
 
+from ._common import Denoiser, check_grid, check_x, enumerate_masks, require_finite, uniform_grid
 from .schedules import Schedule
 from .terms import l_main, l_velocity, reverse_step_kl, unmask_probability
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
-
 __all__ = [
     "NELBO",
+    "Denoiser",
     "enumerate_masks",
     "mask_log_prob",
     "log_px",
     "discrete_nelbo",
     "continuous_integrand",
+    "continuous_integrand_log_time",
     "continuous_nelbo_mc",
     "continuous_nelbo_exact",
     "uniform_grid",
@@ -57,18 +58,6 @@ class NELBO:
 # ---------------------------------------------------------------------------------------------------------
 # small pieces
 # ---------------------------------------------------------------------------------------------------------
-def _check_x(x: Tensor, length: int, vocab_size: int | None = None) -> Tensor:
-    if x.dim() == 1:
-        x = x.unsqueeze(0)
-    if x.dim() != 2 or x.shape[-1] != length:
-        raise ValueError(f"x must be (B, L) with L={length}, got shape {tuple(x.shape)}")
-    if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"x must hold integer token ids, got dtype {x.dtype}")
-    if bool((x < 0).any()) or (vocab_size is not None and bool((x >= vocab_size).any())):
-        raise ValueError(f"x must lie in [0, V={vocab_size}), got values in [{int(x.min())}, {int(x.max())}]")
-    return x.long()
-
-
 def _reverse_of(forward: Schedule, reverse: Schedule | None) -> Schedule:
     if reverse is None:
         if forward.depends_on_input:
@@ -77,14 +66,6 @@ def _reverse_of(forward: Schedule, reverse: Schedule | None) -> Schedule:
     if reverse.length != forward.length:
         raise ValueError(f"reverse schedule has L={reverse.length}, forward has L={forward.length}")
     return reverse
-
-
-def enumerate_masks(length: int) -> Tensor:
-    """All 2^L mask patterns as a bool tensor (2^L, L); row r masks the positions of the set bits of r."""
-    if length > 16:
-        raise ValueError(f"enumerate_masks: 2^L patterns for L={length} is too many to enumerate")
-    bits = torch.arange(2**length).unsqueeze(-1) >> torch.arange(length)
-    return (bits & 1).bool()
 
 
 def mask_log_prob(masked: Tensor, log_alpha: Tensor, log1m_alpha: Tensor) -> Tensor:
@@ -102,26 +83,12 @@ def log_px(denoiser: Denoiser, z: Tensor, t: Tensor, x: Tensor) -> Tensor:
     return log_probs.gather(-1, x.unsqueeze(-1)).squeeze(-1)
 
 
-def uniform_grid(T: int) -> Tensor:
-    """0 = t_0 < t_1 < … < t_T = 1 evenly spaced (float64)."""
-    if not isinstance(T, int) or T < 1:
-        raise ValueError(f"grid size T must be a positive int, got {T!r}")
-    return torch.linspace(0.0, 1.0, T + 1, dtype=torch.float64)
-
-
 def kink_aware_grid(T: int, schedules: Sequence[Schedule]) -> Tensor:
     """A uniform grid with every schedule kink added (the ε-schedules have kinks; spec §1 Convergence)."""
     points = set(uniform_grid(T).tolist())
     for s in schedules:
         points.update(s.kinks())
     return torch.tensor(sorted(points), dtype=torch.float64)
-
-
-def _check_grid(grid: Tensor) -> Tensor:
-    grid = torch.as_tensor(grid, dtype=torch.float64)
-    if grid.dim() != 1 or grid.numel() < 2 or grid[0] != 0 or grid[-1] != 1 or bool((grid.diff() <= 0).any()):
-        raise ValueError(f"grid must increase strictly from 0 to 1, got {grid.tolist()}")
-    return grid
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -166,8 +133,8 @@ def discrete_nelbo(
     z_t per step. Returns (B,).
     """
     reverse = _reverse_of(forward, reverse)
-    x = _check_x(x, forward.length, vocab_size)
-    grid = _check_grid(uniform_grid(grid) if isinstance(grid, int) else grid)
+    x = check_x(x, forward.length, vocab_size)
+    grid = check_grid(grid)
     b, length = x.shape
     total = torch.zeros(b, dtype=torch.float64)
     patterns = enumerate_masks(length) if exact else None
@@ -192,22 +159,56 @@ def discrete_nelbo(
         ).reshape(b, n)
         # 0·(anything) = 0 for impossible patterns (weight 0, possibly an infinite loss).
         total += torch.where(weight > 0, weight * step, torch.zeros_like(step)).sum(-1)
-    return total
+    # +inf is a correct bound when the reverse step gives zero probability to a possible forward step
+    return require_finite("discrete_nelbo", total, allow_inf=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # continuous time
 # ---------------------------------------------------------------------------------------------------------
 def _eq2_terms(
-    x: Tensor, z: Tensor, masked: Tensor, t: Tensor, denoiser: Denoiser, forward: Schedule, reverse: Schedule
+    x: Tensor, z: Tensor, masked: Tensor, t: Tensor, denoiser: Denoiser, A: Tensor, A_hat: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Σ_i ⟨z_t^i, m⟩ of the two Eq. (2) integrands, for a batch of (x, z_t, t): (L_main, L_velocity)."""
-    A = forward.velocity(t, x)
-    A_hat = reverse.velocity(t, z)
+    """Σ_i ⟨z_t^i, m⟩ of the two Eq. (2) integrands, for a batch of (x, z_t, t) and the velocities A, Â there.
+
+    Both terms are homogeneous of degree 1 in (A, Â), so passing t·A and t·Â gives the integrands per unit
+    log-time (dt = t·du) instead: that is how :func:`continuous_integrand_log_time` uses it.
+    """
     main = l_main(log_px(denoiser, z, t, x), A)
     vel = l_velocity(A, A_hat)
     zero = torch.zeros_like(main)
     return torch.where(masked, main, zero).sum(-1), torch.where(masked, vel, zero).sum(-1)
+
+
+def _expected_eq2(
+    x: Tensor,
+    denoiser: Denoiser,
+    t: Tensor,
+    log1m: Tensor,
+    rates: Callable[[Tensor], tuple[Tensor, Tensor]],
+    vocab_size: int,
+) -> NELBO:
+    """E_{q(z_t|x)} of the Eq. (2) integrand by enumerating every mask pattern.
+
+    ``log1m`` (B, L) is log(1 − α(x, t)) (the masked probability, in log space); ``rates(xx, z)`` gives the
+    forward and reverse velocities (or log-time velocities) for the flattened (x, z_t) pairs.
+    """
+    b, length = x.shape
+    patterns = enumerate_masks(length)
+    n = patterns.shape[0]
+    log_alpha = torch.log(-torch.expm1(log1m))  # log α = log(1 − e^{log(1−α)}): no 1 − α by subtraction
+    masked = patterns.unsqueeze(0).expand(b, n, length)
+    weight = mask_log_prob(masked, log_alpha.unsqueeze(1), log1m.unsqueeze(1)).exp()
+    xx = x.unsqueeze(1).expand(b, n, length).reshape(-1, length)
+    z = torch.where(masked.reshape(-1, length), torch.full_like(xx, vocab_size), xx)
+    A, A_hat = rates(xx, z)
+    t_rows = t.unsqueeze(-1).expand(b, n).reshape(-1)
+    main, vel = _eq2_terms(xx, z, masked.reshape(-1, length), t_rows, denoiser, A, A_hat)
+    main, vel = main.reshape(b, n), vel.reshape(b, n)
+    # 0·(anything) = 0 for impossible patterns (weight 0, where the velocity may be infinite).
+    keep = weight > 0
+    zero = torch.zeros_like(main)
+    return NELBO(torch.where(keep, weight * main, zero).sum(-1), torch.where(keep, weight * vel, zero).sum(-1))
 
 
 def continuous_integrand(
@@ -221,30 +222,52 @@ def continuous_integrand(
 ) -> NELBO:
     """E_{q(z_t|x)} of the Eq. (2) integrand at one time t, by enumerating all mask patterns. Per sequence."""
     reverse = _reverse_of(forward, reverse)
-    x = _check_x(x, forward.length, vocab_size)
-    b, length = x.shape
-    patterns = enumerate_masks(length)
-    n = patterns.shape[0]
-    t_b = torch.full((b,), float(t), dtype=torch.float64)
-    log_alpha = torch.log(forward.alpha(t_b, x))
-    log1m = forward.log_one_minus_alpha(t_b, x)
-    masked = patterns.unsqueeze(0).expand(b, n, length)
-    weight = mask_log_prob(masked, log_alpha.unsqueeze(1), log1m.unsqueeze(1)).exp()
-    xx = x.unsqueeze(1).expand(b, n, length)
-    z = torch.where(masked, torch.full_like(xx, vocab_size), xx)
-    main, vel = _eq2_terms(
-        xx.reshape(-1, length),
-        z.reshape(-1, length),
-        masked.reshape(-1, length),
-        torch.full((b * n,), float(t), dtype=torch.float64),
-        denoiser,
-        forward,
-        reverse,
+    x = check_x(x, forward.length, vocab_size)
+    t_b = torch.full((x.shape[0],), float(t), dtype=torch.float64)
+
+    def rates(xx: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        t_rows = torch.full((xx.shape[0],), float(t), dtype=torch.float64)
+        return forward.velocity(t_rows, xx), reverse.velocity(t_rows, z)
+
+    out = _expected_eq2(x, denoiser, t_b, forward.log_one_minus_alpha(t_b, x), rates, vocab_size)
+    # +inf is a correct value at t = 0 or where Â = 0 < A; NaN never is
+    return NELBO(
+        require_finite("continuous_integrand: L_main", out.main, allow_inf=True),
+        require_finite("continuous_integrand: L_velocity", out.velocity, allow_inf=True),
     )
-    main, vel = main.reshape(b, n), vel.reshape(b, n)
-    keep = weight > 0
-    zero = torch.zeros_like(main)
-    return NELBO(torch.where(keep, weight * main, zero).sum(-1), torch.where(keep, weight * vel, zero).sum(-1))
+
+
+def continuous_integrand_log_time(
+    x: Tensor,
+    denoiser: Denoiser,
+    forward: Schedule,
+    reverse: Schedule | None,
+    log_t: float,
+    *,
+    vocab_size: int,
+) -> NELBO:
+    r"""t × the Eq. (2) integrand at t = e^{log_t}: the integrand per unit log-time u = −log t (dt = t du).
+
+    Per masked position it is −(tA) log x_θ[x] + L_velocity(tA, tÂ), with tA = ∂ log(1 − α)/∂ log t and
+    P(masked) = exp(log(1 − α)) both taken from the schedule's log-time forms, so t itself is never needed
+    for the weights or rates: for α = 1 − t^w these are w and e^{w log t}, finite for any log t even where
+    t underflows (spec §4). The denoiser still receives t = e^{log_t} (0 when it underflows).
+    """
+    reverse = _reverse_of(forward, reverse)
+    x = check_x(x, forward.length, vocab_size)
+    b = x.shape[0]
+    log_t_b = torch.full((b,), float(log_t), dtype=torch.float64)
+
+    def rates(xx: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        rows = torch.full((xx.shape[0],), float(log_t), dtype=torch.float64)
+        return forward.log_time_velocity(rows, xx), reverse.log_time_velocity(rows, z)
+
+    log1m = forward.log_one_minus_alpha_log_time(log_t_b, x)
+    out = _expected_eq2(x, denoiser, torch.exp(log_t_b), log1m, rates, vocab_size)
+    return NELBO(
+        require_finite("continuous_integrand_log_time: L_main", out.main, allow_inf=True),
+        require_finite("continuous_integrand_log_time: L_velocity", out.velocity, allow_inf=True),
+    )
 
 
 def continuous_nelbo_mc(
@@ -262,7 +285,7 @@ def continuous_nelbo_mc(
     Unbiased for the bound; returns L_main and L_velocity (per sequence) separately.
     """
     reverse = _reverse_of(forward, reverse)
-    x = _check_x(x, forward.length, vocab_size)
+    x = check_x(x, forward.length, vocab_size)
     if not isinstance(n_t, int) or n_t < 1:
         raise ValueError(f"n_t must be a positive int, got {n_t!r}")
     b, length = x.shape
@@ -274,8 +297,12 @@ def continuous_nelbo_mc(
     p_masked = forward.log_one_minus_alpha(t_flat, xx).exp()
     masked = torch.rand(b * n_t, length, generator=generator, dtype=torch.float64) < p_masked
     z = torch.where(masked, torch.full_like(xx, vocab_size), xx)
-    main, vel = _eq2_terms(xx, z, masked, t_flat, denoiser, forward, reverse)
-    return NELBO(main.reshape(b, n_t).mean(-1), vel.reshape(b, n_t).mean(-1))
+    A, A_hat = forward.velocity(t_flat, xx), reverse.velocity(t_flat, z)
+    main, vel = _eq2_terms(xx, z, masked, t_flat, denoiser, A, A_hat)
+    return NELBO(
+        require_finite("continuous_nelbo_mc: L_main", main.reshape(b, n_t).mean(-1)),
+        require_finite("continuous_nelbo_mc: L_velocity", vel.reshape(b, n_t).mean(-1)),
+    )
 
 
 def continuous_nelbo_exact(
@@ -291,12 +318,17 @@ def continuous_nelbo_exact(
     r"""L_OeMDM (Eq. 2) for tiny problems: enumeration over z_t, adaptive quadrature over t.
 
     The interval is split at every kink of both schedules, and each piece is integrated by adaptive
-    Gauss–Kronrod (``scipy.integrate.quad_vec``). The first piece [0, c] is mapped to log-time,
-    t = c·e^{−u}, u ∈ [0, ∞): the velocity A ~ w/t blows up at 0 while q(masked) ~ t^w vanishes, so the
-    integrand ~ w t^{w−1} is integrable but singular for w < 1; in u it decays like e^{−w u} instead.
+    Gauss–Kronrod (``scipy.integrate.quad_vec``). The first piece [0, c] is integrated in log-time,
+    u = log c − log t ∈ [0, ∞), with :func:`continuous_integrand_log_time`: the velocity A ~ w/t blows up at 0
+    while q(masked) ~ t^w vanishes, so the t-integrand ~ w t^{w−1} is integrable but singular for w < 1; in u
+    it is ~ w e^{−w u}, smooth and finite. The log-time integrand never forms t for the rates and weights:
+    for small w the mass sits at t far below the float64 range (e^{−w u} is still 1e-3 at u = 700 for
+    w = 0.01), where A = w/t would be inf and t^w still positive, giving NaN.
+
+    Raises ValueError if the result is not finite (a schedule whose log-time forms cannot be evaluated).
     """
     reverse = _reverse_of(forward, reverse)
-    x = _check_x(x, forward.length, vocab_size)
+    x = check_x(x, forward.length, vocab_size)
     cuts = sorted({0.0, 1.0, *forward.kinks(), *reverse.kinks()})
 
     def f(t: float) -> np.ndarray:
@@ -304,14 +336,21 @@ def continuous_nelbo_exact(
             terms = continuous_integrand(x, denoiser, forward, reverse, t, vocab_size=vocab_size)
         return torch.cat([terms.main, terms.velocity]).numpy()
 
-    c0 = cuts[1]
-    first, _ = integrate.quad_vec(
-        lambda u: f(c0 * math.exp(-u)) * c0 * math.exp(-u), 0.0, math.inf, epsabs=epsabs, epsrel=epsrel, limit=4000
-    )
+    log_c0 = math.log(cuts[1])
+
+    def f_log_time(u: float) -> np.ndarray:
+        with torch.no_grad():
+            terms = continuous_integrand_log_time(x, denoiser, forward, reverse, log_c0 - u, vocab_size=vocab_size)
+        return torch.cat([terms.main, terms.velocity]).numpy()
+
+    first, _ = integrate.quad_vec(f_log_time, 0.0, math.inf, epsabs=epsabs, epsrel=epsrel, limit=4000)
     total = np.asarray(first, dtype=np.float64)
     for lo, hi in zip(cuts[1:-1], cuts[2:], strict=True):
         piece, _ = integrate.quad_vec(f, lo, hi, epsabs=epsabs, epsrel=epsrel, limit=4000)
         total = total + piece
     b = x.shape[0]
     out = torch.from_numpy(total)
-    return NELBO(out[:b], out[b:])
+    return NELBO(
+        require_finite("continuous_nelbo_exact: L_main", out[:b]),
+        require_finite("continuous_nelbo_exact: L_velocity", out[b:]),
+    )

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .elbo import Denoiser, _check_grid, _check_x, enumerate_masks, log_px, uniform_grid
+from ._common import Denoiser, check_grid, check_x, enumerate_masks, require_finite
+from .elbo import log_px
 from .schedules import Schedule
 
 __all__ = ["exact_nll"]
@@ -31,8 +32,8 @@ def exact_nll(
     vocab_size: int,
 ) -> Tensor:
     """−log p_T(x) for each sequence of x (B, L) under the reverse model on ``grid``. Returns (B,)."""
-    x = _check_x(x, reverse.length, vocab_size)
-    grid = _check_grid(uniform_grid(grid) if isinstance(grid, int) else grid)
+    x = check_x(x, reverse.length, vocab_size)
+    grid = check_grid(grid)
     b, length = x.shape
     sets = enumerate_masks(length)  # (S, L): row r is the masked set
     n = sets.shape[0]
@@ -59,4 +60,5 @@ def exact_nll(
             trans = torch.where(subset, reveal_term + stay_term, torch.full_like(reveal_term, -torch.inf))
             log_p = torch.logsumexp(log_p.unsqueeze(1) + trans, dim=0)
         out[j] = -log_p[0]  # the empty set is the first row
-    return out
+    # +inf is correct when the reverse model cannot produce x; NaN never is
+    return require_finite("exact_nll", out, allow_inf=True)

@@ -1,7 +1,7 @@
 r"""Does order learning work? MDLM vs LoMDM on the hidden chain (spec §3, "How sharp can the learned order be?").
 
 Run ``python -m oemdm_spec.reference.lomdm_demo --help``. Every method uses the same backbone, steps, batch,
-learning rate and seed; only the scheduler configuration differs (same code, :mod:`oemdm_spec.reference.lomdm`):
+learning rate and seed; only the scheduler configuration differs (same code, :mod:`oemdm_spec.reference.networks`):
 
 - ``mdlm``        (c1, c2) = (1, 0): MDLM;
 - ``const``       (c1, c2) = (0.7, 0): the constant-w ≡ c1 control — MDLM's objective under another time change
@@ -9,7 +9,8 @@ learning rate and seed; only the scheduler configuration differs (same code, :mo
 - ``lomdm``       (0.7, 0.65), NormSig: the paper's LoMDM;
 - ``lomdm_sharp`` log-space exponents w = c1·exp(R·tanh(c2·(v − v̄)/R)): our sharper option.
 
-Training samples u = −log t from the proper log-time density :class:`~oemdm_spec.reference.lomdm.LogTimeMixture`
+Training samples u = −log t from the proper log-time density
+:class:`~oemdm_spec.reference.time_densities.LogTimeMixture`
 over the method's w range (for MDLM that is exactly t ~ U(0, 1]); ``--time shared`` gives every method the
 density of LoMDM's default range (0.05, 1.35) — the control that separates the order from the time sampling;
 ``--time clamped`` uses the paper's t ∈ [1e-3, 1] instead (not a bound for w < 1).
@@ -30,9 +31,12 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from .lomdm import ClampedUniformTime, LogTimeMixture, LoMDM, LoMDMConfig, lomdm_loss, sample
+from .networks import LoMDM, LoMDMConfig
+from .objective import lomdm_loss
 from .order_viz import order_heatmap, order_text
+from .sampling import lomdm_sample
 from .tasks import HiddenChain, neighbour_fraction, random_order_neighbour_fraction, spearman
+from .time_densities import ClampedUniformTime, LogTimeMixture
 
 __all__ = ["DemoConfig", "METHODS", "make_model", "train", "evaluate", "run", "show_orders", "main"]
 
@@ -40,7 +44,7 @@ METHODS: dict[str, dict[str, object]] = {
     "mdlm": {"c1": 1.0, "c2": 0.0},
     "const": {"c1": 0.7, "c2": 0.0},
     "lomdm": {"c1": 0.7, "c2": 0.65},
-    "lomdm_sharp": {"c1": 1.0, "c2": 1.0, "parametrisation": "logspace", "log_range": math.log(30.0)},
+    "lomdm_sharp": {"c1": 1.0, "c2": 1.0, "order_param": "logspace", "log_range": math.log(30.0)},
 }
 
 
@@ -52,9 +56,9 @@ class DemoConfig:
     vocab_size: int = 16
     noise: float = 0.1
     task_seed: int = 0
-    width: int = 32
-    n_layers: int = 2
-    n_heads: int = 4
+    d_model: int = 32
+    n_layer: int = 2
+    n_head: int = 4
     batch: int = 64
     steps: int = 1000
     lr: float = 3e-3
@@ -74,9 +78,9 @@ def make_model(method: str, cfg: DemoConfig, seed: int, **overrides: object) -> 
     config = LoMDMConfig(
         vocab_size=cfg.vocab_size,
         length=cfg.length,
-        width=cfg.width,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
+        d_model=cfg.d_model,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
         dtype=torch.float32,
         **consts,  # type: ignore[arg-type]
     )
@@ -145,7 +149,7 @@ def evaluate(model: LoMDM, task: HiddenChain, cfg: DemoConfig, seed: int = 0) ->
     # SE of the mean over sequences: data variance + within-sequence MC variance, both in the spread of mean_seq
     se = float(mean_seq.std() / math.sqrt(cfg.n_val)) / cfg.length
     rho = spearman(w, task.chain_index.double()) if model.config.c2 != 0 else torch.zeros(cfg.n_val)
-    res = sample(model, cfg.n_order_samples, generator=gen)
+    res = lomdm_sample(model, cfg.n_order_samples, generator=gen)
     return {
         "per_sequence": mean_seq / cfg.length,
         "nelbo": nelbo,
@@ -241,7 +245,7 @@ def show_orders(rows: list[dict[str, object]], task: HiddenChain, png: str, n: i
     for row in rows:
         model = row["model"]
         assert isinstance(model, LoMDM)
-        res = sample(model, n, generator=torch.Generator().manual_seed(0))
+        res = lomdm_sample(model, n, generator=torch.Generator().manual_seed(0))
         method = row["method"]
         print(f"\n{method} (seed {row['seed']}), tokens along the chain, shade = unmask step (█ early, ░ late):")
         print(order_text(res.tokens[:6, task.perm], res.order[:6, task.perm]))

@@ -9,22 +9,28 @@ its token is drawn from x_θ^i(z_t) in float64. At t_0 = 0 every position is rev
 Â^i = w^i(z)/t and a time-agnostic denoiser: in log-time every masked position has a constant hazard w^i,
 so the next position to unmask is i with probability w^i/Σ_j w^j (spec §3, "Order semantics").
 
-Both return the generation order: the step at which each position was revealed.
+:func:`lomdm_sample` drives either sampler with a LoMDM model's reverse exponents w_ψ(z_t) (spec §3 "Sampler").
+
+All return the generation order: the step at which each position was revealed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from .elbo import Denoiser
+from ._common import Denoiser, check_grid, no_grad64
 from .schedules import Schedule
 from .terms import unmask_probability
 
-__all__ = ["SampleResult", "power_grid", "ancestral_sample", "first_hitting_sample"]
+if TYPE_CHECKING:  # only for the annotation: the generic samplers do not need the networks
+    from .networks import LoMDM
+
+__all__ = ["SampleResult", "power_grid", "ancestral_sample", "first_hitting_sample", "lomdm_sample"]
 
 
 @dataclass(frozen=True)
@@ -99,9 +105,7 @@ def ancestral_sample(
     - ``time_agnostic``: the denoiser ignores t, so when no position changed the previous pass is reused
       (the cache; spec §3 "Sampler").
     """
-    from .elbo import _check_grid, uniform_grid
-
-    grid = _check_grid(uniform_grid(grid) if isinstance(grid, int) else grid)
+    grid = check_grid(grid)
     if not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
     length = reverse.length
@@ -162,8 +166,9 @@ def first_hitting_sample(
         probs = _token_probs(denoiser, z, 1.0, vocab_size)
         calls += 1
         w = rates(z).double()
-        if w.shape != z.shape or bool((w[masked] <= 0).any()):
-            raise ValueError(f"rates(z) must be positive with shape {tuple(z.shape)}")
+        # `not (w > 0)` also catches NaN, which `w <= 0` would let through into multinomial
+        if w.shape != z.shape or not bool((w[masked] > 0).all() and torch.isfinite(w[masked]).all()):
+            raise ValueError(f"rates(z) must be finite and positive with shape {tuple(z.shape)}")
         weight = torch.where(masked, w, torch.zeros_like(w))
         active = masked.any(-1)
         safe = torch.where(active.unsqueeze(-1), weight, torch.ones_like(weight))
@@ -173,3 +178,67 @@ def first_hitting_sample(
         order[rows[active], pos[active]] = step
         step += 1
     return SampleResult(z, order, calls)
+
+
+def lomdm_sample(
+    model: LoMDM,
+    n_samples: int,
+    *,
+    method: str = "first_hitting",
+    top_k: bool = False,
+    grid: Tensor | int | None = None,
+    generator: torch.Generator | None = None,
+    fixed: dict[int, int] | None = None,
+    greedy_tokens: bool = False,
+) -> SampleResult:
+    r"""Generate with the reverse process driven by w_ψ(z_t) (spec §3 "Sampler"); returns tokens and the order.
+
+    - ``method="first_hitting"`` (default): one position per step, i with probability w_ψ^i/Σ_{masked} w_ψ^j,
+      exact in continuous time for this time-agnostic denoiser. ``top_k=True``: the masked position of
+      largest w_ψ, deterministically.
+    - ``method="ancestral"``: the grid sampler; each masked i unmasks from t to s with probability
+      1 − (s/t)^{w_ψ^i(z_t)}. ``grid`` defaults to the power grid T = max(128, 8L), p = 1/w_min
+      (spec §3 "Grid warning").
+      ``top_k=True`` reveals, per step, the positions of largest â (hence of largest w_ψ).
+
+    ``result.order[b, i]`` is the step at which position i was revealed (−1 for ``fixed`` positions).
+    """
+    c = model.config
+    if method not in ("first_hitting", "ancestral"):
+        raise ValueError(f"lomdm_sample: method must be 'first_hitting' or 'ancestral', got method={method!r}")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"lomdm_sample: n_samples must be a positive int, got n_samples={n_samples!r}")
+    denoiser = _no_grad64_denoiser(model)
+    if method == "first_hitting":
+        return first_hitting_sample(
+            denoiser,
+            no_grad64(model.w_psi),
+            vocab_size=c.vocab_size,
+            length=c.length,
+            n_samples=n_samples,
+            generator=generator,
+            fixed=fixed,
+            top_k=top_k,
+            greedy_tokens=greedy_tokens,
+        )
+    if grid is None:
+        grid = power_grid(max(128, 8 * c.length), max(1.0, 1.0 / c.w_range[0]))
+    return ancestral_sample(
+        denoiser,
+        model.reverse_schedule(),
+        vocab_size=c.vocab_size,
+        n_samples=n_samples,
+        grid=grid,
+        generator=generator,
+        fixed=fixed,
+        top_k=top_k,
+        greedy_tokens=greedy_tokens,
+    )
+
+
+def _no_grad64_denoiser(model: LoMDM) -> Callable[[Tensor, Tensor], Tensor]:
+    def denoiser(z: Tensor, t: Tensor) -> Tensor:
+        with torch.no_grad():
+            return model(z.long(), t).double()
+
+    return denoiser

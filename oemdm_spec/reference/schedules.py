@@ -7,6 +7,12 @@ variant stops at ε), strictly decreasing in t. Three quantities are exposed, ea
 - ``log_one_minus_alpha(t, u)``  log(1 − α^i(u, t)), computed without forming 1 − α by subtraction
 - ``velocity(t, u)``             A^i(u, t) = −∂_t α^i / (1 − α^i), the reverse-time unmasking hazard
 
+and two in log-time, for integrals down to t = 0 (spec §4): with log t given instead of t, nothing
+underflows when 1 − α vanishes like t^w with a small w (t itself is then far below the float64 range):
+
+- ``log_one_minus_alpha_log_time(log_t, u)``  log(1 − α^i(u, e^{log t}))
+- ``log_time_velocity(log_t, u)``             t·A^i = ∂ log(1 − α^i)/∂ log t, the hazard per unit of −log t
+
 Shapes: ``t`` is ``(...)`` (one time per sequence); the result is ``(..., L)``. When the schedule reads an
 input ``u`` (the clean x for a forward scheduler, z_t for a reverse one), ``u`` is ``(..., L)`` and ``t``
 broadcasts against ``u.shape[:-1]``.
@@ -20,6 +26,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from ._common import require_finite
 
 __all__ = [
     "Schedule",
@@ -51,6 +59,18 @@ def _as_time(schedule: str, t: Tensor | float) -> Tensor:
     return t
 
 
+def _as_log_time(schedule: str, log_t: Tensor | float) -> Tensor:
+    """Validate log t ∈ (−∞, 0] (finite); return a floating tensor (float64 for Python numbers)."""
+    if not isinstance(log_t, Tensor):
+        log_t = torch.tensor(float(log_t), dtype=torch.float64)
+    if not log_t.is_floating_point():
+        log_t = log_t.to(torch.float64)
+    if log_t.numel() and (not bool(torch.isfinite(log_t).all()) or bool((log_t > 0).any())):
+        bad = log_t[~(torch.isfinite(log_t) & (log_t <= 0))].flatten()[0].item()
+        raise _fail(schedule, "log_t", bad, "log-time must be finite and <= 0 (t ∈ (0, 1])")
+    return log_t
+
+
 class Schedule(ABC):
     """A per-position schedule α(u, t) ∈ [0, 1]^L (spec §1). Subclasses implement the three closed forms."""
 
@@ -77,6 +97,14 @@ class Schedule(ABC):
         """Interior points of (0, 1) where α is not C¹: quadrature and grids put points there."""
         return ()
 
+    # -- log-time forms: defaults evaluate at t = e^{log t}; exact while t is a normal float64 -----------
+    def _log_one_minus_alpha_log_time(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        return self._log_one_minus_alpha(torch.exp(log_t), u)
+
+    def _log_time_velocity(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        t = torch.exp(log_t)
+        return self._velocity(t, u) * t.unsqueeze(-1)
+
     # -- validated public surface ----------------------------------------------------------------------
     def _prepare(self, t: Tensor | float, u: Tensor | None) -> tuple[Tensor, Tensor | None]:
         t = _as_time(self.name, t)
@@ -94,17 +122,31 @@ class Schedule(ABC):
     def alpha(self, t: Tensor | float, u: Tensor | None = None) -> Tensor:
         """α^i(u, t): the probability that position i is still clean at time t."""
         t, u = self._prepare(t, u)
-        return self._alpha(t, u)
+        return require_finite(f"{self.name}.alpha", self._alpha(t, u), allow_inf=True)
 
     def log_one_minus_alpha(self, t: Tensor | float, u: Tensor | None = None) -> Tensor:
         """log(1 − α^i(u, t)), in log space (spec §4): never 1 − α by subtraction."""
         t, u = self._prepare(t, u)
-        return self._log_one_minus_alpha(t, u)
+        return require_finite(f"{self.name}.log_one_minus_alpha", self._log_one_minus_alpha(t, u), allow_inf=True)
 
     def velocity(self, t: Tensor | float, u: Tensor | None = None) -> Tensor:
         """A^i(u, t) = −∂_t α^i(u, t) / (1 − α^i(u, t))  (spec §1 "Velocity"); +inf where α = 1."""
         t, u = self._prepare(t, u)
-        return self._velocity(t, u)
+        return require_finite(f"{self.name}.velocity", self._velocity(t, u), allow_inf=True)
+
+    def log_one_minus_alpha_log_time(self, log_t: Tensor | float, u: Tensor | None = None) -> Tensor:
+        """log(1 − α^i(u, t)) at t = e^{log_t} (spec §4), without forming t where the closed form allows."""
+        log_t = _as_log_time(self.name, log_t)
+        _, u = self._prepare(torch.exp(log_t), u)
+        return require_finite(
+            f"{self.name}.log_one_minus_alpha_log_time", self._log_one_minus_alpha_log_time(log_t, u), allow_inf=True
+        )
+
+    def log_time_velocity(self, log_t: Tensor | float, u: Tensor | None = None) -> Tensor:
+        """t·A^i(u, t) = ∂ log(1 − α^i)/∂ log t at t = e^{log_t}: the hazard per unit log-time (A dt = this · du)."""
+        log_t = _as_log_time(self.name, log_t)
+        _, u = self._prepare(torch.exp(log_t), u)
+        return require_finite(f"{self.name}.log_time_velocity", self._log_time_velocity(log_t, u), allow_inf=True)
 
     def __repr__(self) -> str:
         return f"{self.name}(L={self.length})"
@@ -138,6 +180,12 @@ class MDLMSchedule(Schedule):
 
     def _velocity(self, t: Tensor, u: Tensor | None) -> Tensor:
         return _expand(1.0 / t, t, self.length)
+
+    def _log_one_minus_alpha_log_time(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        return _expand(math.log1p(-self.eps) + log_t, log_t, self.length)
+
+    def _log_time_velocity(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        return _expand(torch.ones_like(log_t), log_t, self.length)
 
 
 def _validate_exponent(schedule: str, w: Tensor) -> None:
@@ -180,6 +228,12 @@ class PolynomialSchedule(Schedule):
     def _velocity(self, t: Tensor, u: Tensor | None) -> Tensor:
         return self.w / t.unsqueeze(-1)
 
+    def _log_one_minus_alpha_log_time(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        return self.w * log_t.unsqueeze(-1)
+
+    def _log_time_velocity(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        return self.w * torch.ones_like(log_t).unsqueeze(-1)  # t·(w/t) = w: constant in log-time
+
 
 class CosineSchedule(Schedule):
     r"""Cosine: α(t) = cos(πt/2).
@@ -197,6 +251,21 @@ class CosineSchedule(Schedule):
 
     def _velocity(self, t: Tensor, u: Tensor | None) -> Tensor:
         return _expand(0.5 * math.pi / torch.tan(0.25 * math.pi * t), t, self.length)
+
+    def _log_one_minus_alpha_log_time(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        # sin y = y exactly in float64 for y = πt/4 < 1e-8 (the relative error y²/6 is below 2^-53), so there
+        # log sin y = log(π/4) + log t, with no t formed: it may be far below the float64 range.
+        t = torch.exp(log_t)
+        small = log_t < math.log(1e-8)
+        log_sin = torch.where(small, math.log(0.25 * math.pi) + log_t, torch.log(torch.sin(0.25 * math.pi * t)))
+        return _expand(math.log(2.0) + 2.0 * log_sin, log_t, self.length)
+
+    def _log_time_velocity(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        # t·A = (π t/2)/tan(π t/4) = 2·y/tan y with y = π t/4; y/tan y = 1 in float64 for y < 1e-8.
+        y = 0.25 * math.pi * torch.exp(log_t)
+        small = log_t < math.log(1e-8)
+        ratio = torch.where(small, torch.ones_like(y), y / torch.tan(torch.where(small, torch.ones_like(y), y)))
+        return _expand(2.0 * ratio, log_t, self.length)
 
 
 class WindowSchedule(Schedule):
@@ -266,6 +335,25 @@ class WindowSchedule(Schedule):
     def _velocity(self, t: Tensor, u: Tensor | None) -> Tensor:
         one_minus, slope, _, _ = self._pieces(t)
         return slope / one_minus
+
+    def _first_piece(self, log_t: Tensor) -> tuple[Tensor, Tensor]:
+        """On [0, 1/n] every 1 − α^i is linear, a_i·t (before its window, or inside window n): returns the
+        mask 'log t inside that piece' (...) and log a_i (L,), read off at the interior point t = 1/(2n)."""
+        ref = torch.tensor(0.5 / self.n_windows, dtype=torch.float64)
+        one_minus, _, _, _ = self._pieces(ref)
+        return log_t < math.log(1.0 / self.n_windows), torch.log(one_minus) - math.log(float(ref))
+
+    def _log_one_minus_alpha_log_time(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        first, log_a = self._first_piece(log_t)
+        linear = log_a + log_t.unsqueeze(-1)
+        other = self._log_one_minus_alpha(torch.exp(torch.where(first, torch.zeros_like(log_t), log_t)), u)
+        return torch.where(first.unsqueeze(-1), linear, other)
+
+    def _log_time_velocity(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        first, _ = self._first_piece(log_t)
+        t = torch.exp(torch.where(first, torch.zeros_like(log_t), log_t))
+        other = self._velocity(t, u) * t.unsqueeze(-1)
+        return torch.where(first.unsqueeze(-1), torch.ones_like(other), other)  # t·(a/(a t)) = 1 on the linear piece
 
     def __repr__(self) -> str:
         return f"{self.name}(L={self.length}, n_windows={self.n_windows}, eps={self.eps})"
@@ -347,6 +435,15 @@ class InputPolynomialSchedule(Schedule):
     def _velocity(self, t: Tensor, u: Tensor | None) -> Tensor:
         assert u is not None
         return self.exponent(u) / t.unsqueeze(-1)
+
+    def _log_one_minus_alpha_log_time(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        assert u is not None
+        return self.exponent(u) * log_t.unsqueeze(-1)
+
+    def _log_time_velocity(self, log_t: Tensor, u: Tensor | None) -> Tensor:
+        assert u is not None
+        w = self.exponent(u)
+        return w * torch.ones_like(log_t).unsqueeze(-1)  # t·(w/t) = w, broadcast against log t's shape
 
 
 class VocabPolynomialSchedule(InputPolynomialSchedule):
