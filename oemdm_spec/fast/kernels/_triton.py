@@ -21,7 +21,7 @@ floor = one read of the logits + one write of the gradient):
 
 There is no autotuning: the loss kernel may write its gradient over its own input (the fused linear path
 does), and autotune's repeated launches would then read gradients as logits. Launch parameters come from
-``loss_launch_config``; ``benchmarks/gpu.py`` sweeps them on a GPU.
+``loss_launch_config``; ``oemdm bench`` (``fast/bench.py``) sweeps them on a GPU.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _row_loss_chunked_kernel(
 
 
 def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED) -> dict:
-    """Default launch parameters (unmeasured on a GPU so far: ``benchmarks/gpu.py`` sweeps the alternatives).
+    """Default launch parameters (unmeasured on a GPU so far: ``oemdm bench`` sweeps the alternatives).
 
     GPU: the tile kernel while a row tile stays ≤ 32 fp32 values per thread (next_pow2(V) ≤ 16384 at 16
     warps), so nothing spills; wider rows (GPT-2's 50258) use the chunked kernel, BLOCK_V = 8192, 8 warps
