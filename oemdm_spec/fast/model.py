@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+VOCAB_PAD_MIN = 1024  # smaller vocabularies are never padded (ModelConfig.vocab_pad_to)
 ORDER_PARAMS = ("normsig", "logspace")
 
 
@@ -46,6 +47,11 @@ class ModelConfig:
     log_range: float = math.log(30.0)  # logspace: w ∈ (c1·e^{−R}, c1·e^{R})
     block_size: int = 4  # BD3LM / oemdm-block block length L'
     eps: float = 0.01  # oemdm-arm / oemdm-block: the ε of the window schedules (spec §2)
+    # Output-layer rows are padded to a multiple of this (50258 → 50304, as nanoGPT does) so that the LM-head
+    # GEMMs see aligned shapes; pad rows have a −inf logit (exactly zero probability and gradient). Only
+    # vocabularies of at least VOCAB_PAD_MIN tokens are padded: alignment matters for large-V GEMMs, while
+    # small (character) vocabularies stay unpadded, exact and tiny. 1 disables padding.
+    vocab_pad_to: int = 64
 
     def __post_init__(self) -> None:
         """All validation of model sizes and schedule constants lives here (TrainConfig.validate calls it)."""
@@ -64,10 +70,18 @@ class ModelConfig:
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"{key} must be finite, got {getattr(self, key)}")
         proc.validate(self)
+        if isinstance(self.vocab_pad_to, bool) or not isinstance(self.vocab_pad_to, int) or self.vocab_pad_to < 1:
+            raise ValueError(f"ModelConfig: vocab_pad_to must be an int >= 1, got {self.vocab_pad_to!r}")
 
     @property
     def mask_id(self) -> int:
         return self.vocab_size
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the output layer: ceil(V / vocab_pad_to)·vocab_pad_to when V ≥ VOCAB_PAD_MIN, else V."""
+        p, v = self.vocab_pad_to, self.vocab_size
+        return -(-v // p) * p if v >= VOCAB_PAD_MIN else v
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -150,6 +164,33 @@ class TimeEmbedding(nn.Module):
         return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
 
 
+class PaddedLinear(nn.Module):
+    """Output layer with Vp ≥ V rows for aligned GEMMs: ``weight`` (Vp, d) and ``bias`` (Vp,) feed the fused
+    linear+loss kernel directly; calling the module returns the V real columns only.
+
+    ``bias`` is ``bias_raw + pad_logit``, where the non-trainable buffer ``pad_logit`` is 0 on real rows and
+    −inf on pad rows: pad logits are −inf, so their probability and every gradient through them (weight and
+    bias_raw rows ≥ V) are exactly 0. The parameters themselves stay finite (zero pad rows), so weight decay,
+    EMA and clipping never meet an infinity. State dict: ``weight`` (Vp, d), ``bias_raw`` (Vp,)."""
+
+    def __init__(self, d: int, v: int, vp: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.vocab_size = d, vp, v
+        self.weight = nn.Parameter(torch.zeros(vp, d))
+        self.bias_raw = nn.Parameter(torch.zeros(vp))
+        pad = torch.zeros(vp)
+        pad[v:] = -math.inf
+        self.register_buffer("pad_logit", pad, persistent=False)
+
+    @property
+    def bias(self) -> Tensor:
+        return self.bias_raw + self.pad_logit.to(self.bias_raw.dtype)
+
+    def forward(self, h: Tensor) -> Tensor:
+        v = self.vocab_size
+        return F.linear(h, self.weight[:v], self.bias_raw[:v])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the backbone
 
@@ -173,10 +214,12 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.n_head, cfg.cond_dim, cfg.mlp_ratio) for _ in range(cfg.n_layer))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False)
         self.ada_out = nn.Linear(cfg.cond_dim, 2 * d)
-        self.out = nn.Linear(d, cfg.vocab_size)  # untied from the embedding
+        vp = cfg.padded_vocab_size
+        # untied from the embedding; Vp ≥ V rows, see PaddedLinear
+        self.out = nn.Linear(d, vp) if vp == cfg.vocab_size else PaddedLinear(d, cfg.vocab_size, vp)
         for lin in (self.ada_out, self.out):  # zero init: x_θ starts uniform, training starts at log V
             nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+            nn.init.zeros_(lin.bias_raw if isinstance(lin, PaddedLinear) else lin.bias)
 
     def conditioning(self, batch: int, t: Tensor | None, device: torch.device) -> Tensor:
         if self.time_embed is None:
@@ -200,6 +243,7 @@ class DiT(nn.Module):
         return modulate(self.norm_out(h), shift, scale)
 
     def logits(self, h: Tensor) -> Tensor:
+        """Logits over the V real tokens only (pad rows of a padded output layer are dropped)."""
         return self.out(h)
 
     def forward(self, z: Tensor, t: Tensor | None = None) -> Tensor:

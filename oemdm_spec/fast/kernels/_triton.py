@@ -21,7 +21,7 @@ floor = one read of the logits + one write of the gradient):
 
 There is no autotuning: the loss kernel may write its gradient over its own input (the fused linear path
 does), and autotune's repeated launches would then read gradients as logits. Launch parameters come from
-``loss_launch_config``; ``benchmarks/gpu.py`` sweeps them on a GPU.
+``loss_launch_config``; ``oemdm bench`` (``fast/bench.py``) sweeps them on a GPU.
 """
 
 from __future__ import annotations
@@ -57,13 +57,16 @@ def _row_loss_tile_kernel(
     cols = tl.arange(0, BLOCK_V)
     ok = row_ok[:, None] & (cols < V)[None, :]
     x_ptrs = x_ptr + rows64[:, None] * x_stride + cols[None, :]
+    tgt = tl.load(tgt_ptr + rows, mask=row_ok, other=0).to(tl.int64)
     x = tl.load(x_ptrs, mask=ok, other=-float("inf")).to(tl.float32)
+    # ORDER MATTERS (in-place gradient): g_ptr may alias x_ptr (the fused linear path), and on a GPU other
+    # warps of this program may store their part of the gradient before this warp reads anything more from
+    # HBM. So x[tgt] is taken from the registers of the tile loaded above, never re-loaded from memory.
+    is_t = cols[None, :] == tgt[:, None]
+    x_t = tl.sum(tl.where(is_t & ok, x, 0.0), axis=1)
     m = tl.where(row_ok, tl.max(x, axis=1), 0.0)  # padding rows: keep their arithmetic finite
     e = tl.exp(x - m[:, None])
     s = tl.where(row_ok, tl.sum(e, axis=1), 1.0)  # s ≥ 1: the max itself contributes exp(0)
-
-    tgt = tl.load(tgt_ptr + rows, mask=row_ok, other=0).to(tl.int64)
-    x_t = tl.load(x_ptr + rows64 * x_stride + tgt, mask=row_ok, other=0.0).to(tl.float32)
     log_px = (x_t - m) - tl.log(s)
     a = tl.load(a_ptr + rows, mask=row_ok, other=1.0)
     ah = tl.load(ah_ptr + rows, mask=row_ok, other=1.0)
@@ -75,7 +78,7 @@ def _row_loss_tile_kernel(
             e = tl.exp(tl.load(x_ptrs, mask=ok, other=-float("inf")).to(tl.float32) - m[:, None])
         ga = tl.load(ga_ptr + rows, mask=row_ok, other=0.0)  # A·row_weight: the gradient's row scale
         g = e * (ga / s)[:, None]
-        g = tl.where(cols[None, :] == tgt[:, None], g - ga[:, None], g)
+        g = tl.where(is_t, g - ga[:, None], g)
         g_ptrs = g_ptr + rows64[:, None] * g_stride + cols[None, :]
         tl.store(g_ptrs, g.to(g_ptr.dtype.element_ty), mask=ok)
 
@@ -88,6 +91,12 @@ def _row_loss_chunked_kernel(
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * x_stride
     cols = tl.arange(0, BLOCK_V)
+    # ORDER MATTERS (in-place gradient): g_ptr may alias x_ptr (the fused linear path). The target logit is
+    # read here, before pass 1, i.e. before the cross-warp reductions that every warp must pass before it can
+    # reach the stores of pass 2. Read after pass 1 (as it once was), a fast warp could already have written
+    # the gradient over column tgt when a slow warp loads x[tgt]: a data race on a GPU.
+    tgt = tl.load(tgt_ptr + row).to(tl.int64)
+    x_t = tl.load(x_row + tgt).to(tl.float32)
 
     # Pass 1: online log-sum-exp with a per-chunk scalar max (one exp per element).
     m = NEG_BIG
@@ -99,8 +108,7 @@ def _row_loss_chunked_kernel(
         s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
         m = m_new
 
-    tgt = tl.load(tgt_ptr + row).to(tl.int64)
-    log_px = (tl.load(x_row + tgt).to(tl.float32) - m) - tl.log(s)
+    log_px = (x_t - m) - tl.log(s)
     a = tl.load(a_ptr + row)
     ah = tl.load(ah_ptr + row)
     tl.store(loss_ptr + row, -a * log_px + _velocity(a, ah))
@@ -122,7 +130,7 @@ def _row_loss_chunked_kernel(
 
 
 def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED) -> dict:
-    """Default launch parameters (unmeasured on a GPU so far: ``benchmarks/gpu.py`` sweeps the alternatives).
+    """Default launch parameters (unmeasured on a GPU so far: ``oemdm bench`` sweeps the alternatives).
 
     GPU: the tile kernel while a row tile stays ≤ 32 fp32 values per thread (next_pow2(V) ≤ 16384 at 16
     warps), so nothing spills; wider rows (GPT-2's 50258) use the chunked kernel, BLOCK_V = 8192, 8 warps
@@ -163,12 +171,18 @@ def triton_row_loss_forward(
     log_px = torch.empty(n, dtype=torch.float32, device=dev)
     if n == 0:
         return loss, log_px
-    if logits.stride(1) != 1:
-        if grad_out is not None and grad_out.data_ptr() == logits.data_ptr():
-            raise ValueError("triton_row_loss_forward: in-place gradient needs logits with unit column stride")
+    # The kernels need unit column stride (any row stride). Other layouts (a transposed or column-major
+    # buffer, e.g. from empty_like of such logits) go through a contiguous copy: the logits are copied in, the
+    # gradient is computed into a contiguous buffer (in place over the copy when grad_out aliases the logits)
+    # and copied back into grad_out at the end.
+    final_out = None
+    if logits.stride(1) != 1 and v > 1:
+        aliased = grad_out is not None and grad_out.data_ptr() == logits.data_ptr()
         logits = logits.contiguous()
-    if grad_out is not None and grad_out.stride(1) != 1:
-        raise ValueError(f"triton_row_loss_forward: grad_out must have unit column stride, got {grad_out.stride()}")
+        if aliased:
+            final_out, grad_out = grad_out, logits
+    if grad_out is not None and grad_out.stride(1) != 1 and v > 1:
+        final_out, grad_out = grad_out, torch.empty(grad_out.shape, dtype=grad_out.dtype, device=dev)
     target = target.contiguous()
     a = A.to(torch.float32).contiguous()
     ah = A_hat.to(torch.float32).contiguous()
@@ -188,6 +202,8 @@ def triton_row_loss_forward(
             logits, logits.stride(0), g, g.stride(0), target, a, ah, ga, loss, log_px, v,
             BLOCK_V=cfg["BLOCK_V"], COMPUTE_GRAD=compute_grad, NEG_BIG=_NEG_BIG, num_warps=cfg["num_warps"],
         )  # fmt: skip
+    if final_out is not None:
+        final_out.copy_(grad_out)
     return loss, log_px
 
 

@@ -110,7 +110,9 @@ class _LinearRowLossFn(torch.autograd.Function):
         d_h = d_w = d_b = d_A = d_Ah = None
         if g_h is not None:
             d_h = _scale_rows(g_h, g)
-        if g_w is not None or g_b is not None:
+        if (g_w is not None or g_b is not None) and g.numel() == 0:
+            d_w, d_b = g_w, g_b  # no rows: the forward's zero sums are the gradients (min/max of nothing fails)
+        elif g_w is not None or g_b is not None:
             lo, hi = torch.stack([g.min(), g.max()]).tolist()
             if lo == hi:  # uniform grad_output: the stored sums are exact up to the scalar (free when 1)
                 d_w = None if g_w is None else (g_w if lo == 1.0 else g_w * lo)

@@ -117,7 +117,9 @@ def rescale_rows_(grad: Tensor, grad_output: Tensor) -> Tensor:
 class _RowLossFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, A, A_hat, row_weight, backend, need_logit_grad):  # type: ignore[override]
-        grad = torch.empty_like(logits) if need_logit_grad else None
+        # A fresh row-major buffer whatever the logits' layout (empty_like would copy a column-major layout,
+        # which the kernel then has to route through a copy).
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device) if need_logit_grad else None
         loss, log_px = row_loss_forward(logits, target, A, A_hat, grad, backend, row_weight)
         ctx.save_for_backward(log_px, A, A_hat, row_weight)
         ctx.grad = grad  # not saved_tensors: backward consumes (rescales) it in place
