@@ -137,13 +137,34 @@ def entry_lock(directory: Path, key: str) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def load_entry(directory: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """Memmaps and info of a complete entry, or ``None`` if absent or inconsistent (then it is rebuilt)."""
+def check_description(meta_path: Path, stored: Any, expected: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if an entry's stored description differs from the one asked for (e.g. a cache entry
+    built with another tokenizer or tokenizer-library version, copied or renamed into place)."""
+    if not isinstance(stored, dict) or stored == expected:
+        return
+    diff = {k: (stored.get(k), expected.get(k)) for k in sorted(set(stored) | set(expected))
+            if stored.get(k) != expected.get(k)}
+    what = ", ".join(f"{k}: cache has {a!r}, asked for {b!r}" for k, (a, b) in diff.items())
+    raise ValueError(f"cache entry {meta_path} does not match the request ({what}); delete it or use another cache_dir")
+
+
+def load_entry(
+    directory: Path, key: str, expected: dict[str, Any] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """Memmaps and info of a complete entry, or ``None`` if absent or inconsistent (then it is rebuilt).
+
+    With ``expected`` (the description), an entry whose stored description differs raises ``ValueError``.
+    """
     meta_path = directory / f"{key}.json"
     if not meta_path.exists():
         return None
     try:
         meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if expected is not None:
+        check_description(meta_path, meta.get("description"), json.loads(json.dumps(expected)))
+    try:
         arrays: dict[str, np.ndarray] = {}
         for name, spec in meta["arrays"].items():
             path = directory / f"{key}.{name}.bin"
@@ -171,14 +192,14 @@ def cached_arrays(
     directory = resolve_cache_dir(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     key = cache_key(description)
-    hit = load_entry(directory, key)
+    hit = load_entry(directory, key, description)
     if hit is not None:
         STATS["hits"] += 1
         return hit[0], hit[1], directory / f"{key}.json"
     # Several processes (DDP ranks, parallel jobs) may miss at once: the first to take the lock builds, the
     # others wait on it and then find a complete entry.
     with entry_lock(directory, key):
-        hit = load_entry(directory, key)
+        hit = load_entry(directory, key, description)
         if hit is not None:
             STATS["hits"] += 1
             return hit[0], hit[1], directory / f"{key}.json"
