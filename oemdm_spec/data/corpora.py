@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from oemdm_spec.data.benchmarks import hf_documents, load_embedded_dataset
-from oemdm_spec.data.corpus import load_embedded_works_split
+from oemdm_spec.data.corpus import WORK_SEPARATOR, load_embedded_works_split
 from oemdm_spec.data.protocols import PROTOCOLS, build_token_dataset
 from oemdm_spec.data.sequences import PackedDataset, PaddedSentenceDataset
 from oemdm_spec.data.tokenizer import Tokenizer, get_tokenizer
@@ -426,11 +426,19 @@ def open_corpus(
                 src = _hub_source(name, split, text_column, hf_kwargs or {})  # type: ignore[arg-type]
             try:
                 inner = build_token_dataset(src.documents, tok, protocol, seq_len, src.source, cache_dir,
-                                            detokenizer=detok, num_proc=num_proc)
+                                            detokenizer=detok, separator_ids=_separator(tok, protocol),
+                                            num_proc=num_proc)
             except ValueError as exc:
                 raise ValueError(f"spec={str(spec)!r} split={split!r}: {exc}") from exc
         corpus.splits[split] = SplitData(split, inner, protocol, tok)
     return corpus
+
+
+def _separator(tok: Tokenizer, protocol: str) -> list[int] | None:
+    """Stream protocol: EOS between documents, or for a tokenizer without EOS (char) the corpus separator."""
+    if protocol != "stream":
+        return None
+    return [tok.eos_id] if tok.eos_id is not None else tok.encode(WORK_SEPARATOR)
 
 
 def _open_embedded(tok: Tokenizer, split: str, protocol: str, seq_len: int, cache_dir: PathLike | None,
