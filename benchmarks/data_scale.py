@@ -86,10 +86,22 @@ def rss_child(root: Path, cache: Path) -> None:
 
     c = open_corpus(str(root), tokenizer="gpt2", protocol="wrap", seq_len=1024, splits=("train",), cache_dir=cache)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _vmrss_mb()
     for s in range(20):
         c.train.get_batch(s, 512, 0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rss_before_mb": base / 1024, "peak_rss_mb": peak / 1024}))
+    print(json.dumps({"rss_before_mb": base / 1024, "peak_rss_mb": peak / 1024, "vmrss_before_mb": rss0,
+                      "vmrss_after_mb": _vmrss_mb()}))
+
+
+def _vmrss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def main() -> None:
