@@ -50,7 +50,8 @@ def test_wrap_layout_exact(tmp_path) -> None:
     B, E = 1, 2
     rows = [[B, 14, 15, 16, E, E], [B, 24, E, 34, 35, E], [B, 36, 37, 38, E, E]]
     assert [r.tolist() for r in ds.iter_eval_batches(10)][0] == rows
-    assert ds.info == {"n_documents": 4, "n_blocks": 3, "n_dropped_tokens": 3}
+    assert ds.info == {"n_documents": 4, "n_blocks": 3, "n_dropped_tokens": 3, "n_tokens": 18,
+                       "n_doc_tokens": 11, "n_chars": 40, "n_bytes": 40}
 
 
 def test_padded_layout_exact(tmp_path) -> None:
@@ -61,7 +62,8 @@ def test_padded_layout_exact(tmp_path) -> None:
     x, pad = next(ds.iter_eval_batches(3))
     assert x.tolist() == [[1, 5, 6, 2, 0, 0], [1, 4, 5, 6, 7, 2], [1, 2, 0, 0, 0, 0]]
     assert pad.tolist() == [[False] * 4 + [True] * 2, [False] * 6, [False] * 2 + [True] * 4]
-    assert ds.info == {"n_documents": 3, "n_truncated": 1}
+    assert ds.info == {"n_documents": 3, "n_truncated": 1, "n_tokens": 12, "n_doc_tokens": 12, "n_chars": 34,
+                       "n_bytes": 34}
 
 
 def test_stream_separator_and_num_proc(tmp_path) -> None:
@@ -69,7 +71,8 @@ def test_stream_separator_and_num_proc(tmp_path) -> None:
     docs = [_doc(i, i + 1) for i in range(40)]
     one = build_token_dataset(docs, tok, "stream", 4, source="toy:s1", cache_dir=tmp_path)
     assert np.asarray(one.ids)[:7].tolist() == [4, 5, 2, 5, 6, 2, 6]  # EOS between documents only
-    assert one.info == {"n_documents": 40, "n_tokens": 40 * 3 - 1}
+    assert one.info == {"n_documents": 40, "n_tokens": 40 * 3 - 1, "n_doc_tokens": 80, "n_chars": 261,
+                        "n_bytes": 261}
     two = build_token_dataset(docs, tok, "stream", 4, source="toy:s2", cache_dir=tmp_path, num_proc=2)
     assert np.array_equal(np.asarray(one.ids), np.asarray(two.ids))
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from oemdm_spec.data import get_tokenizer, load_embedded_corpus
-from oemdm_spec.data.bpe import byte_to_unicode_table
-from oemdm_spec.data.tokenizer import read_data_file
+from oemdm_spec.data.tokenizer import byte_to_unicode_table, read_data_file
 
 # Hand-picked edge cases: contractions, white-space runs, non-Latin scripts, emoji, combining marks, numbers of
 # other scripts, the C0 separators (which Python's \s matches but Unicode White_Space does not), NEL, NBSP…

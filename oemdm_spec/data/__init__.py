@@ -1,7 +1,8 @@
 """Data layer: the embedded Shakespeare corpus, offline tokenizers, packed/padded datasets, disk cache.
 
-Only torch and numpy are needed at run time; the benchmark loaders (LM1B, OpenWebText) import Hugging Face
-``datasets`` lazily. See ``docs/data.md``.
+Entry point: :func:`open_corpus` (``docs/data.md``). The char tokenizer and the embedded corpus need only torch
+and numpy; GPT-2 / BERT need ``tiktoken`` / ``tokenizers``, and the LM1B / OpenWebText / saved-dataset loaders
+import Hugging Face ``datasets`` lazily.
 """
 
 from oemdm_spec.data.benchmarks import (
@@ -11,12 +12,17 @@ from oemdm_spec.data.benchmarks import (
     load_text_documents,
 )
 from oemdm_spec.data.cache import resolve_cache_dir
+from oemdm_spec.data.corpora import Corpus, SplitData, open_corpus, protocol_defaults
 from oemdm_spec.data.corpus import corpus_info, load_embedded_corpus, load_embedded_works
 from oemdm_spec.data.protocols import PROTOCOLS, build_token_dataset, lm1b_detokenize
 from oemdm_spec.data.sequences import PackedDataset, PaddedSentenceDataset
 from oemdm_spec.data.tokenizer import TOKENIZER_NAMES, CharTokenizer, Tokenizer, get_tokenizer
 
 __all__ = [
+    "Corpus",
+    "SplitData",
+    "open_corpus",
+    "protocol_defaults",
     "PROTOCOLS",
     "TOKENIZER_NAMES",
     "CharTokenizer",

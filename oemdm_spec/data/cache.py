@@ -6,25 +6,27 @@ hit. An entry ``<key>`` is the files ``<key>.<array>.bin`` (raw little-endian ar
 shape of each array, the key description, free-form info). Every file is written to a temporary name in the
 same directory and moved into place with ``os.replace`` (atomic on POSIX), and the ``.json`` goes last: an
 entry whose ``.json`` exists is complete, and a crash or a concurrent builder (e.g. several DDP ranks) can leave
-at worst stray ``.tmp`` files, never a torn entry.
+at worst stray ``.tmp`` files, never a torn entry. Builders of the same entry serialise on ``<key>.lock``
+(``fcntl.flock``), so an entry is built once even when several ranks ask for it at the same time.
 
 Cache directory: the ``cache_dir`` argument, else ``$OEMDM_CACHE``, else ``~/.cache/oemdm_spec``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 #: Bump when the on-disk layout or any protocol's output changes, so old entries are never reused.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 
 #: Counts entries built (misses) and served (hits) in this process — tests use it to prove a cache hit.
 STATS = {"built": 0, "hits": 0}
@@ -116,13 +118,53 @@ class ArrayWriter:
         self._files.clear()
 
 
-def load_entry(directory: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-    """Memmaps and info of a complete entry, or ``None`` if absent or inconsistent (then it is rebuilt)."""
+@contextlib.contextmanager
+def entry_lock(directory: Path, key: str) -> Iterator[None]:
+    """Exclusive ``fcntl.flock`` on ``<directory>/<key>.lock`` (a no-op where ``fcntl`` does not exist).
+
+    The lock file is left in place (deleting it would race with a waiter that already opened it); it is empty.
+    """
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(directory / f"{key}.lock", "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def check_description(meta_path: Path, stored: Any, expected: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if an entry's stored description differs from the one asked for (e.g. a cache entry
+    built with another tokenizer or tokenizer-library version, copied or renamed into place)."""
+    if not isinstance(stored, dict) or stored == expected:
+        return
+    diff = {k: (stored.get(k), expected.get(k)) for k in sorted(set(stored) | set(expected))
+            if stored.get(k) != expected.get(k)}
+    what = ", ".join(f"{k}: cache has {a!r}, asked for {b!r}" for k, (a, b) in diff.items())
+    raise ValueError(f"cache entry {meta_path} does not match the request ({what}); delete it or use another cache_dir")
+
+
+def load_entry(
+    directory: Path, key: str, expected: dict[str, Any] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """Memmaps and info of a complete entry, or ``None`` if absent or inconsistent (then it is rebuilt).
+
+    With ``expected`` (the description), an entry whose stored description differs raises ``ValueError``.
+    """
     meta_path = directory / f"{key}.json"
     if not meta_path.exists():
         return None
     try:
         meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if expected is not None:
+        check_description(meta_path, meta.get("description"), json.loads(json.dumps(expected)))
+    try:
         arrays: dict[str, np.ndarray] = {}
         for name, spec in meta["arrays"].items():
             path = directory / f"{key}.{name}.bin"
@@ -150,18 +192,25 @@ def cached_arrays(
     directory = resolve_cache_dir(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     key = cache_key(description)
-    hit = load_entry(directory, key)
+    hit = load_entry(directory, key, description)
     if hit is not None:
         STATS["hits"] += 1
         return hit[0], hit[1], directory / f"{key}.json"
-    writer = ArrayWriter(directory, key)
-    try:
-        info = build(writer)
-        writer.commit(description, info)
-    except BaseException:
-        writer.abort()
-        raise
-    STATS["built"] += 1
+    # Several processes (DDP ranks, parallel jobs) may miss at once: the first to take the lock builds, the
+    # others wait on it and then find a complete entry.
+    with entry_lock(directory, key):
+        hit = load_entry(directory, key, description)
+        if hit is not None:
+            STATS["hits"] += 1
+            return hit[0], hit[1], directory / f"{key}.json"
+        writer = ArrayWriter(directory, key)
+        try:
+            info = build(writer)
+            writer.commit(description, info)
+        except BaseException:
+            writer.abort()
+            raise
+        STATS["built"] += 1
     loaded = load_entry(directory, key)
     if loaded is None:  # pragma: no cover - only on a concurrent deletion
         raise OSError(f"cache entry {key} in {directory} vanished right after it was written")

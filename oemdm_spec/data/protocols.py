@@ -77,17 +77,67 @@ DETOKENIZERS: dict[str, Callable[[str], str]] = {"lm1b": lm1b_detokenize}
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Encoding (optionally in worker processes; order is preserved).
+# Encoding (optionally in worker processes; order is preserved). A chunk of documents comes back as one flat
+# int64 array plus per-document lengths (cheap to pickle), and the characters / UTF-8 bytes of its text.
 _WORKER: dict[str, Any] = {}
+
+
+class EncodedChunk:
+    """``ids`` (int64, the documents' ids concatenated), ``lengths`` (ids per document), ``n_chars``, ``n_bytes``."""
+
+    __slots__ = ("ids", "lengths", "n_chars", "n_bytes")
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray, n_chars: int, n_bytes: int) -> None:
+        self.ids, self.lengths, self.n_chars, self.n_bytes = ids, lengths, n_chars, n_bytes
+
+    def documents(self) -> list[np.ndarray]:
+        return np.split(self.ids, np.cumsum(self.lengths)[:-1]) if self.lengths.size else []
 
 
 def _worker_init(tokenizer: Tokenizer, detok: str | None) -> None:
     _WORKER["tok"], _WORKER["detok"] = tokenizer, DETOKENIZERS[detok] if detok else None
 
 
-def _encode_chunk(texts: list[str]) -> list[list[int]]:
+def _encode_chunk(texts: list[str]) -> EncodedChunk:
     tok, detok = _WORKER["tok"], _WORKER["detok"]
-    return [tok.encode(detok(t) if detok else t) for t in texts]
+    if detok is not None:
+        texts = [detok(t) for t in texts]
+    encoded = tok.encode_batch(texts)
+    lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+    total = int(lengths.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=total)
+    n_chars = sum(len(t) for t in texts)
+    n_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    return EncodedChunk(ids, lengths, n_chars, n_bytes)
+
+
+def encode_chunks(
+    documents: Iterable[str],
+    tokenizer: Tokenizer,
+    detokenizer: str | None = None,
+    num_proc: int = 1,
+    chunk_size: int = 256,
+) -> Iterator[EncodedChunk]:
+    """Encode ``documents`` in chunks of ``chunk_size`` with the tokenizer's batched call, in order.
+
+    ``num_proc > 1`` encodes in worker processes (fork where available); the order of documents is preserved.
+    """
+    if detokenizer is not None and detokenizer not in DETOKENIZERS:
+        raise ValueError(f"unknown detokenizer={detokenizer!r}; valid: {', '.join(DETOKENIZERS)}")
+    if not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 1:
+        raise ValueError(f"num_proc must be a positive int, got num_proc={num_proc!r}")
+    it = iter(documents)
+    chunks = iter(lambda: list(itertools.islice(it, chunk_size)), [])
+    if num_proc <= 1:
+        _worker_init(tokenizer, detokenizer)
+        yield from map(_encode_chunk, chunks)
+        return
+    # The HF tokenizers library warns (and disables its thread pool) when forked after use; workers use one
+    # thread each anyway.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with ctx.Pool(num_proc, initializer=_worker_init, initargs=(tokenizer, detokenizer)) as pool:
+        yield from pool.imap(_encode_chunk, chunks, chunksize=1)
 
 
 def encode_documents(
@@ -95,22 +145,12 @@ def encode_documents(
     tokenizer: Tokenizer,
     detokenizer: str | None = None,
     num_proc: int = 1,
-    chunk_size: int = 512,
+    chunk_size: int = 256,
 ) -> Iterator[list[int]]:
-    """Yield the token ids of each document, in order; ``num_proc > 1`` encodes in worker processes."""
-    if detokenizer is not None and detokenizer not in DETOKENIZERS:
-        raise ValueError(f"unknown detokenizer={detokenizer!r}; valid: {', '.join(DETOKENIZERS)}")
-    it = iter(documents)
-    chunks = iter(lambda: list(itertools.islice(it, chunk_size)), [])
-    if num_proc <= 1:
-        _worker_init(tokenizer, detokenizer)
-        for chunk in chunks:
-            yield from _encode_chunk(chunk)
-        return
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with ctx.Pool(num_proc, initializer=_worker_init, initargs=(tokenizer, detokenizer)) as pool:
-        for encoded in pool.imap(_encode_chunk, chunks):
-            yield from encoded
+    """Yield the token ids of each document, in order (a per-document view of :func:`encode_chunks`)."""
+    for chunk in encode_chunks(documents, tokenizer, detokenizer, num_proc, chunk_size):
+        for doc in chunk.documents():
+            yield doc.tolist()
 
 
 def _check_doc(doc: object, index: int) -> str:
@@ -119,63 +159,82 @@ def _check_doc(doc: object, index: int) -> str:
     return doc
 
 
+def _interleave(chunk: EncodedChunk, sep: np.ndarray, lead: bool, trail: bool) -> np.ndarray:
+    """The chunk's documents with ``sep`` between them (also before the first if ``lead``, after each if
+    ``trail``)."""
+    n = chunk.lengths.size
+    if sep.size == 0 or n == 0:
+        return chunk.ids
+    n_sep = (n - 1) + int(lead) + (1 if trail else 0)
+    out = np.empty(chunk.ids.size + n_sep * sep.size, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(chunk.lengths)[:-1]])
+    # Offset of document i in the output: its start plus the separators before it.
+    seps_before = np.arange(n) + (1 if lead else 0)
+    dst = starts + seps_before * sep.size
+    keep = np.ones(out.size, dtype=bool)
+    for i in range(n):  # separator slots
+        if i or lead:
+            lo = dst[i] - sep.size
+            out[lo : dst[i]] = sep
+            keep[lo : dst[i]] = False
+    if trail:
+        out[out.size - sep.size :] = sep
+        keep[out.size - sep.size :] = False
+    out[keep] = chunk.ids
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Protocol builders: write arrays through the cache writer, return the info dict.
+def _counts(chunks: Iterable[EncodedChunk], totals: dict[str, int]) -> Iterator[EncodedChunk]:
+    for c in chunks:
+        totals["n_documents"] += int(c.lengths.size)
+        totals["n_chars"] += c.n_chars
+        totals["n_bytes"] += c.n_bytes
+        totals["n_doc_tokens"] += int(c.ids.size)
+        yield c
+
+
 def _build_stream(
-    w: ArrayWriter, docs: Iterable[list[int]], vocab_size: int, separator_ids: Sequence[int]
+    w: ArrayWriter, chunks: Iterable[EncodedChunk], vocab_size: int, separator_ids: Sequence[int]
 ) -> dict[str, Any]:
-    dtype = token_dtype(vocab_size)
-    w.open("ids", dtype)
+    w.open("ids", token_dtype(vocab_size))
     sep = np.asarray(separator_ids, dtype=np.int64)
-    n_docs = n_tokens = 0
-    buf: list[np.ndarray] = []
-    for ids in docs:
-        if n_docs and sep.size:
-            buf.append(sep)
-        buf.append(np.asarray(ids, dtype=np.int64))
-        n_docs += 1
-        if len(buf) >= 2048:
-            block = np.concatenate(buf)
-            w.append("ids", block)
-            n_tokens += block.size
-            buf = []
-    if buf:
-        block = np.concatenate(buf)
+    n_tokens = 0
+    first = True
+    for c in chunks:
+        if c.lengths.size == 0:
+            continue
+        block = _interleave(c, sep, lead=not first, trail=False)
+        first = False
         w.append("ids", block)
         n_tokens += block.size
-    return {"n_documents": n_docs, "n_tokens": n_tokens}
+    return {"n_tokens": n_tokens}
 
 
 def _build_wrap(
-    w: ArrayWriter, docs: Iterable[list[int]], vocab_size: int, seq_len: int, bos_id: int, eos_id: int
+    w: ArrayWriter, chunks: Iterable[EncodedChunk], vocab_size: int, seq_len: int, bos_id: int, eos_id: int
 ) -> dict[str, Any]:
     body = seq_len - 2
     w.open("ids", token_dtype(vocab_size))
-    pending: list[int] = []
-    n_docs = n_blocks = n_content = 0
-    for ids in docs:
-        pending.extend(ids)
-        pending.append(eos_id)
-        n_docs += 1
-        n_content += len(ids) + 1
-        full = len(pending) // body
-        if full >= 64 or (full and len(pending) > 1 << 20):
-            rows = np.asarray(pending[: full * body], dtype=np.int64).reshape(full, body)
-            w.append("ids", _frame(rows, bos_id, eos_id).reshape(-1))
+    eos = np.asarray([eos_id], dtype=np.int64)
+    pending = np.zeros(0, dtype=np.int64)
+    n_blocks = n_content = 0
+    for c in chunks:
+        stream = _interleave(c, eos, lead=False, trail=True)
+        n_content += stream.size
+        pending = np.concatenate([pending, stream]) if pending.size else stream
+        full = pending.size // body
+        if full:
+            w.append("ids", _frame(pending[: full * body].reshape(full, body), bos_id, eos_id).reshape(-1))
             n_blocks += full
-            del pending[: full * body]
-    full = len(pending) // body
-    if full:
-        rows = np.asarray(pending[: full * body], dtype=np.int64).reshape(full, body)
-        w.append("ids", _frame(rows, bos_id, eos_id).reshape(-1))
-        n_blocks += full
-        del pending[: full * body]
+            pending = pending[full * body :].copy()
     if n_blocks == 0:
         raise ValueError(
             f"documents give {n_content} tokens (with EOS), fewer than one block of seq_len - 2 = {body} "
             f"(seq_len={seq_len})"
         )
-    return {"n_documents": n_docs, "n_blocks": n_blocks, "n_dropped_tokens": len(pending)}
+    return {"n_blocks": n_blocks, "n_dropped_tokens": int(pending.size), "n_tokens": n_blocks * seq_len}
 
 
 def _frame(rows: np.ndarray, bos_id: int, eos_id: int) -> np.ndarray:
@@ -185,7 +244,7 @@ def _frame(rows: np.ndarray, bos_id: int, eos_id: int) -> np.ndarray:
 
 def _build_padded(
     w: ArrayWriter,
-    docs: Iterable[list[int]],
+    chunks: Iterable[EncodedChunk],
     vocab_size: int,
     seq_len: int,
     bos_id: int,
@@ -194,30 +253,24 @@ def _build_padded(
 ) -> dict[str, Any]:
     w.open("x", token_dtype(vocab_size), (seq_len,))
     w.open("lengths", np.uint32)
-    n_docs = n_truncated = 0
-    rows: list[np.ndarray] = []
-    lens: list[int] = []
-
-    def flush() -> None:
-        w.append("x", np.stack(rows))
-        w.append("lengths", np.asarray(lens, dtype=np.int64))
-        rows.clear()
-        lens.clear()
-
-    for ids in docs:
-        body = ids[: seq_len - 2]
-        n_truncated += len(ids) > seq_len - 2
-        row = np.full(seq_len, pad_id, dtype=np.int64)
-        seq = [bos_id, *body, eos_id]
-        row[: len(seq)] = seq
-        rows.append(row)
-        lens.append(len(seq))
-        n_docs += 1
-        if len(rows) >= 4096:
-            flush()
-    if rows:
-        flush()
-    return {"n_documents": n_docs, "n_truncated": n_truncated}
+    n_truncated = n_tokens = 0
+    for c in chunks:
+        docs = c.documents()
+        if not docs:
+            continue
+        rows = np.full((len(docs), seq_len), pad_id, dtype=np.int64)
+        lens = np.empty(len(docs), dtype=np.int64)
+        for i, ids in enumerate(docs):
+            body = ids[: seq_len - 2]
+            n_truncated += ids.size > seq_len - 2
+            rows[i, 0] = bos_id
+            rows[i, 1 : 1 + body.size] = body
+            rows[i, 1 + body.size] = eos_id
+            lens[i] = body.size + 2
+        n_tokens += int(lens.sum())
+        w.append("x", rows)
+        w.append("lengths", lens)
+    return {"n_truncated": int(n_truncated), "n_tokens": n_tokens}
 
 
 def build_token_dataset(
@@ -267,7 +320,8 @@ def build_token_dataset(
     def build(w: ArrayWriter) -> dict[str, Any]:
         docs = documents() if callable(documents) else documents
         checked = (_check_doc(d, i) for i, d in enumerate(docs))
-        encoded = encode_documents(checked, tokenizer, detokenizer, num_proc)
+        totals = {"n_documents": 0, "n_chars": 0, "n_bytes": 0, "n_doc_tokens": 0}
+        encoded = _counts(encode_chunks(checked, tokenizer, detokenizer, num_proc), totals)
         if protocol == "stream":
             info = _build_stream(w, encoded, tokenizer.vocab_size, desc["separator_ids"])
         elif protocol == "wrap":
@@ -276,8 +330,9 @@ def build_token_dataset(
             info = _build_padded(
                 w, encoded, tokenizer.vocab_size, seq_len, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
             )
+        info.update(totals)
         if info["n_documents"] == 0:
-            raise ValueError("documents is empty (0 documents)")
+            raise ValueError(f"documents is empty (0 documents) for source={source!r}")
         return info
 
     arrays, info, path = cached_arrays(desc, build, cache_dir)
