@@ -29,7 +29,7 @@ __all__ = ["Task", "TaskDataset", "step_seed", "LatentsObservations", "Sudoku", 
 _REGISTRY: dict[str, tuple[Callable[..., Task], dict[str, tuple[str, type, Any]]]] = {
     "latents": (LatentsObservations, {"N": ("n_latents", int, 8), "P": ("n_observations", int, 16),
                                       "fn": ("fn", str, "nae"), "seed": ("seed", int, 0)}),
-    "sudoku": (Sudoku, {"box": ("box", int, 2), "sampler": ("sampler", str, None), "seed": ("seed", int, 0)}),
+    "sudoku": (Sudoku, {"box": ("box", int, 2), "sampler": ("sampler", str, None)}),
     "chain": (HiddenChainTask, {"L": ("length", int, 16), "V": ("vocab_size", int, 16),
                                 "noise": ("noise", float, 0.1), "seed": ("seed", int, 0)}),
 }

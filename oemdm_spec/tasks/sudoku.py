@@ -179,11 +179,13 @@ class SudokuPuzzles:
 
 
 class Sudoku(Task):
-    """Solved b²×b² Sudoku grids as sequences of n² = b⁴ cells; see the module docstring for the samplers."""
+    """Solved b²×b² Sudoku grids as sequences of n² = b⁴ cells; see the module docstring for the samplers.
+
+    There is no fixed random structure (hence no seed): all randomness comes from the generator passed in."""
 
     name = "sudoku"
 
-    def __init__(self, box: int = 2, sampler: str | None = None, seed: int = 0) -> None:
+    def __init__(self, box: int = 2, sampler: str | None = None) -> None:
         self.box = check_int("Sudoku", "box", box, 2, 4)
         if sampler is None:
             sampler = "uniform" if box == 2 else "backtrack"
@@ -191,7 +193,7 @@ class Sudoku(Task):
             raise ValueError(f"Sudoku: sampler must be one of {SAMPLERS}, got sampler={sampler!r}")
         if sampler == "uniform" and box != 2:
             raise ValueError(f"Sudoku: sampler='uniform' enumerates all grids and exists only for box=2, got box={box}")
-        self.sampler, self.seed = sampler, check_int("Sudoku", "seed", seed, 0)
+        self.sampler = sampler
         self.geo = _Geometry.of(box)
         self.n = box * box
         self.vocab_size, self.seq_len = self.n, self.n * self.n
@@ -340,7 +342,7 @@ class Sudoku(Task):
         return torch.tensor(order, dtype=torch.long)
 
     def __repr__(self) -> str:
-        return f"Sudoku(box={self.box}, sampler={self.sampler!r}, seed={self.seed})"
+        return f"Sudoku(box={self.box}, sampler={self.sampler!r})"
 
 
 def solve_accuracy(sampler_fn: Callable[[Tensor], Tensor | tuple[Tensor, ...]], puzzles: SudokuPuzzles, *,
