@@ -68,9 +68,9 @@ def test_fixed_positions_never_change_and_all_masks_are_filled() -> None:
     init[torch.rand(50, 7, generator=gen) < 0.6] = m
     for rule in ("confidence", "margin", "entropy"):
         for k in (1, 3):
-            calls = []
+            calls: list[int] = []
 
-            def denoise(z: torch.Tensor) -> torch.Tensor:
+            def denoise(z: torch.Tensor, calls: list[int] = calls) -> torch.Tensor:
                 calls.append(1)
                 return probs.expand(z.shape[0], 7, v)
 
