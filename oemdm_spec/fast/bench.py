@@ -358,13 +358,13 @@ def _train_step(cfg, device, vocab_size: int = 50258):
         nz = draw_step_noise(cfg.seed, counter[0], global_batch=B, seq_len=L, K=K, t_min=cfg.t_min,
                              n_times=n_times_for(model), device=device)
         with autocast:
-            res = loss_mod(x, nz.t, nz.u)
+            res = loss_mod(x, nz.t, nz.u, False, nz.seed)
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
         opt.step()
         counter[0] += 1
 
-    z_tokens = B * L * (K if cfg.model != "ar" else 1)
+    z_tokens = B * L * K  # K = the process's masks per sequence (1 for AR)
     return step, B * L, z_tokens
 
 
