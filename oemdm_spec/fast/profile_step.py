@@ -21,10 +21,10 @@ from contextlib import contextmanager
 
 import torch
 
-from .processes import base as objectives  # where the row-loss kernels are called
 from .config import build_config
 from .model import MLP, OeMDM, SelfAttention
 from .objectives import LossModule, draw_step_noise, n_times_for, samples_for
+from .processes import base as objectives  # where the row-loss kernels are called
 
 CATEGORIES = ("attention", "MLP", "φ/ψ heads", "output head + loss", "optimiser", "data", "other")
 
