@@ -138,35 +138,70 @@ def _check_sizes(args: argparse.Namespace, minimum: dict[str, int]) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
 
 
+def _eval_split(cfg, tok, data: str, split: str):
+    """The split to evaluate a run on: any corpus its tokenizer fits, through the same protocol machinery."""
+    from dataclasses import replace
+
+    from oemdm_spec.data.loading import build_datasets, is_task
+
+    other = data != cfg.data
+    if other and is_task(data) != is_task(cfg.data):
+        raise UsageError(f"--data {data!r}: the run was trained on {cfg.data!r}; task data and text corpora "
+                         "do not share a vocabulary")
+    # another corpus keeps the run's tokenizer and length, with that corpus's own protocol
+    ecfg = replace(cfg, data=data, protocol="" if other else cfg.protocol)
+    try:
+        got_tok, ds = build_datasets(ecfg, splits=(split,))
+    except (ValueError, OSError, ImportError) as e:
+        raise UsageError(f"--data {data!r} --split {split}: {e}") from None
+    if got_tok.vocab_size != tok.vocab_size:
+        raise UsageError(f"--data {data!r}: vocabulary {got_tok.vocab_size} does not match the run's {tok.vocab_size}")
+    return ds
+
+
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         return _fail(f"unexpected arguments for eval: {' '.join(extra)}")
     _check_sizes(args, {"repeats": 1, "batch_size": 1, "max_batches": 0})
     from oemdm_spec.data import PackedDataset
-    from oemdm_spec.data.loading import load_text
     from oemdm_spec.fast.evaluate import evaluate_bound
 
     model, cfg, tok, ck = load_run(args.run, use_ema=not args.no_ema)
+    stats = None
     if args.text:
         p = Path(args.text)
         if not p.is_file():
             return _fail(f"--text: no such file {args.text!r}")
         try:
-            ids = tok.encode(p.read_text(encoding="utf-8"))
-        except (ValueError, KeyError) as e:
+            text = p.read_text(encoding="utf-8")
+            ids = tok.encode(text)
+        except (ValueError, KeyError, UnicodeDecodeError) as e:
             return _fail(f"--text: cannot tokenize with the run's {cfg.tokenizer!r} tokenizer: {e}")
+        if len(ids) < cfg.seq_len:
+            return _fail(f"text has {len(ids)} tokens, fewer than seq_len={cfg.seq_len}")
+        ds = PackedDataset(ids, cfg.seq_len)
+        batches = ds.iter_eval_batches(args.batch_size)
         source = str(p)
+        n_used = len(ds) * cfg.seq_len
+        stats = {"chars_per_token": len(text) * (n_used / len(ids)) / n_used,
+                 "bytes_per_token": len(text.encode("utf-8")) * (n_used / len(ids)) / n_used}
     else:
-        ids = tok.encode(load_text(cfg)[args.split])
-        source = f"{cfg.data}:{args.split}"
-    if len(ids) < cfg.seq_len:
-        return _fail(f"text has {len(ids)} tokens, fewer than seq_len={cfg.seq_len}")
-    ds = PackedDataset(ids, cfg.seq_len)
-    ev = evaluate_bound(model, ds.iter_eval_batches(args.batch_size), seed=args.seed, repeats=args.repeats,
-                        max_batches=args.max_batches or None)
+        data = args.data or cfg.data
+        ds = _eval_split(cfg, tok, data, args.split)
+        padded = getattr(ds, "pad_id", None) is not None
+        batches = ds.iter_eval_batches(args.batch_size, **({"with_valid": True} if padded else {}))
+        source = f"{data}:{args.split}"
+        if hasattr(ds, "text_stats"):
+            stats = ds.text_stats()
+    ev = evaluate_bound(model, batches, seed=args.seed, repeats=args.repeats, max_batches=args.max_batches or None)
     unit = unit_for(cfg.tokenizer)
     print(f"{cfg.model} @ {ck} on {source}")
     print(ev.describe(unit))
+    if unit != "char" and stats:
+        for name, key in (("char", "chars_per_token"), ("byte", "bytes_per_token")):
+            if stats.get(key):
+                per = stats[key]
+                print(f"  = {ev.bits / per:.4f} bits/{name} ({per:.3f} {name}s per token)")
     print(f"estimator: {ev.estimator}; seed {args.seed}, repeats {args.repeats}")
     return 0
 
@@ -278,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="NELBO bound and perplexity bound with MC standard error")
     ev.add_argument("run", help="run directory or checkpoint directory")
     ev.add_argument("--text", help="evaluate zero-shot on this text file instead of a corpus split")
+    ev.add_argument("--data", help="evaluate zero-shot on this corpus (any --data spec of `oemdm train`) with the "
+                                   "run's tokenizer; default: the run's own data")
     ev.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     ev.add_argument("--seed", type=int, default=1234)
     ev.add_argument("--repeats", type=int, default=1, help="antithetic MC pairs per sequence")

@@ -180,7 +180,7 @@ def load_run(path: str | Path, use_ema: bool = True):
     """(model, config, tokenizer, checkpoint dir) from a run directory or checkpoint, in eval mode.
 
     Raises CheckpointError (a ValueError) naming what does not fit."""
-    from oemdm_spec.data import get_tokenizer
+    from oemdm_spec.data.loading import tokenizer_for
 
     from .config import TrainConfig
     from .model import OeMDM
@@ -188,7 +188,7 @@ def load_run(path: str | Path, use_ema: bool = True):
     try:
         ck = load_checkpoint(path)
         cfg = TrainConfig.from_dict(ck["config"])
-        tok = get_tokenizer(cfg.tokenizer)
+        tok = tokenizer_for(cfg)
         model = OeMDM(cfg.model_config(tok.vocab_size))
     except FileNotFoundError as e:
         raise CheckpointError(str(e)) from None

@@ -29,9 +29,14 @@ class TrainConfig:
     name: str = field(default="", metadata={"help": "run name (default: a timestamp); output in out_dir/name"})
     out_dir: str = field(default="runs", metadata={"help": "parent directory of run directories"})
     # data
-    data: str = field(default="embedded", metadata={"help": "'embedded' (Shakespeare) or a path to a text file"})
-    tokenizer: str = field(default="char", metadata={"help": "char, gpt2 or bert-base-uncased"})
-    seq_len: int = field(default=128, metadata={"help": "sequence length L (packed)"})
+    data: str = field(default="embedded", metadata={
+        "help": "embedded, lm1b, lm1b-packed, owt, lm1b:PATH, owt:PATH, a path (.txt file; dir of .txt/.jsonl/"
+                ".parquet; save_to_disk dataset) or task:<spec> (docs/data.md, docs/tasks.md)"})
+    tokenizer: str = field(default="char", metadata={
+        "help": "char, gpt2 or bert-base-uncased (default: the data's own when --data is given)"})
+    seq_len: int = field(default=128, metadata={"help": "sequence length L (default: the data protocol's)"})
+    protocol: str = field(default="", metadata={"help": "stream, wrap or padded ('': the data's own)"})
+    text_column: str = field(default="text", metadata={"help": "text field of .jsonl/.parquet/saved datasets"})
     # backbone
     n_layer: int = field(default=4, metadata={"help": "transformer layers of the backbone"})
     n_head: int = field(default=4, metadata={"help": "attention heads"})
@@ -109,8 +114,11 @@ class TrainConfig:
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must lie in [0, 1) (0: off), got {self.ema}")
         from oemdm_spec.data import TOKENIZER_NAMES
+        from oemdm_spec.data.loading import is_task
 
-        if self.tokenizer not in TOKENIZER_NAMES:
+        if is_task(self.data) and self.tokenizer != "task":
+            raise ConfigError(f"task data has its own alphabet: tokenizer must be 'task', got {self.tokenizer!r}")
+        if not is_task(self.data) and self.tokenizer not in TOKENIZER_NAMES:
             raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_NAMES)}, got {self.tokenizer!r}")
         for key in ("steps", "batch_size", "K", "log_every", "eval_batch_size", "final_eval_batches", "num_samples",
                     "sample_len"):
@@ -124,7 +132,7 @@ class TrainConfig:
                               f"{self.max_bad_steps}")
         choices = {"lr_decay": ("constant", "cosine"), "device": ("auto", "cpu", "cuda"),
                    "compile": ("auto", "yes", "no"), "dtype": ("auto", "bf16", "fp32"),
-                   "parallel": ("ddp", "fsdp")}
+                   "parallel": ("ddp", "fsdp"), "protocol": ("", "stream", "wrap", "padded")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -163,7 +171,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(seq_len=64, n_layer=4, n_head=4, d_model=128, cond_dim=64, batch_size=32, steps=600, lr=3e-3,
                  warmup=50, ema=0.99, eval_every=100, sample_len=64, max_minutes=8.0),
     # The paper's setup: 12 x 768, 12 heads, +1 layer each for phi/psi; AdamW lr 3e-4, 2,500 warm-up, batch 512.
-    "gpt2-small": dict(tokenizer="gpt2", seq_len=1024, n_layer=12, n_head=12, d_model=768, cond_dim=128,
+    "gpt2-small": dict(data="owt", tokenizer="gpt2", seq_len=1024, n_layer=12, n_head=12, d_model=768, cond_dim=128,
                        batch_size=512, steps=1_000_000, lr=3e-4, warmup=2500, lr_decay="constant",
                        weight_decay=0.0, beta2=0.999, ema=0.9999, eval_every=10_000, ckpt_every=10_000,
                        log_every=100, order_stats_every=1000, final_eval_batches=64),
@@ -233,6 +241,16 @@ def build_config(overrides: dict[str, Any] | None = None, base: TrainConfig | No
         raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if base is None:
         cfg = dataclasses.replace(cfg, **PRESETS[preset])
+    if "data" in overrides:
+        # the data names its protocol (tokenizer, sequence length, packing); explicit keys still win
+        from oemdm_spec.data.loading import data_defaults
+
+        try:
+            implied = data_defaults(overrides["data"])
+        except (ValueError, KeyError) as e:
+            raise ConfigError(f"data {overrides['data']!r}: {e}") from None
+        implied = {k: v for k, v in implied.items() if k not in overrides and k != "protocol"}
+        overrides = {**implied, **overrides}
     cfg = dataclasses.replace(cfg, **overrides)
     cfg.validate()
     return cfg

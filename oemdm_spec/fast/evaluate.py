@@ -29,10 +29,10 @@ __all__ = ["EvalResult", "evaluate_bound", "mixture_inverse_cdf", "mixture_log_d
 
 
 @torch.no_grad()
-def sequence_bound(model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor:
-    """One-sample estimate of the bound per sequence (B,), nats per token, from uniforms v (B,) or
+def sequence_bound(model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor, valid: Tensor | None = None) -> Tensor:
+    """One-sample estimate of the bound per sequence (B,), nats per (real) token, from uniforms v (B,) or
     (B, n) for the times and ``mask_u`` (B, L) for the masks."""
-    return model.process.sequence_bound(model, x, v, mask_u)
+    return model.process.sequence_bound(model, x, v, mask_u, valid)
 
 
 @dataclass
@@ -60,19 +60,31 @@ class EvalResult:
 @torch.no_grad()
 def evaluate_bound(model: OeMDM, batches: Iterable[Tensor], *, seed: int = 1234, repeats: int = 1,
                    device: torch.device | str = "cpu", max_batches: int | None = None) -> EvalResult:
-    """Antithetic estimate of the NELBO over ``batches`` with a fixed seed."""
+    """Antithetic estimate of the NELBO over ``batches`` with a fixed seed.
+
+    A batch is ids (B, L), or (ids, valid) for padded data: then padding is never masked nor scored and the
+    bound is per real token, Σ_sequences NELBO / Σ real tokens (MDLM's convention for LM1B)."""
     proc = model.process
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
     per_seq: list[Tensor] = []
+    counts: list[Tensor] = []
+    padded = False
     n_tok = 0
-    for bi, x in enumerate(batches):
+    for bi, batch in enumerate(batches):
         if max_batches is not None and bi >= max_batches:
             break
+        x, valid = batch if isinstance(batch, (tuple, list)) else (batch, None)
         x = x.to(device)
         B, L = x.shape
-        n_tok += B * L
+        if valid is not None:
+            padded = True
+            valid = valid.to(device)
+            counts.append(valid.sum(-1).double().cpu())
+        else:
+            counts.append(torch.full((B,), float(L), dtype=torch.float64))
+        n_tok += int(counts[-1].sum())
         nv = proc.n_eval_uniforms(L)
         est = torch.zeros(B, dtype=torch.float64)
         for _ in range(repeats):
@@ -81,15 +93,21 @@ def evaluate_bound(model: OeMDM, batches: Iterable[Tensor], *, seed: int = 1234,
                 v = v[:, 0]
             mu = torch.rand((2, B, L), generator=g, dtype=torch.float64)
             if proc.exact_bound:
-                pair = sequence_bound(model, x, v.to(device), mu[0].to(device)).cpu()
+                pair = sequence_bound(model, x, v.to(device), mu[0].to(device), valid).cpu()
             else:
-                a = sequence_bound(model, x, v.to(device), mu[0].to(device)).cpu()
-                b = sequence_bound(model, x, (1 - v).to(device), mu[1].to(device)).cpu()
+                a = sequence_bound(model, x, v.to(device), mu[0].to(device), valid).cpu()
+                b = sequence_bound(model, x, (1 - v).to(device), mu[1].to(device), valid).cpu()
                 pair = 0.5 * (a + b)
             est += pair / repeats
         per_seq.append(est)
     model.train(was_training)
     allv = torch.cat(per_seq)
     n = allv.numel()
-    se = float(allv.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
-    return EvalResult(float(allv.mean()), se, n, n_tok, proc.estimator)
+    if not padded:
+        se = float(allv.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
+        return EvalResult(float(allv.mean()), se, n, n_tok, proc.estimator)
+    # token-weighted: the ratio estimator Σ n_i e_i / Σ n_i, with its delta-method standard error
+    w = torch.cat(counts)
+    mean = float((w * allv).sum() / w.sum())
+    se = float(((w * (allv - mean)).square().sum() * n / max(n - 1, 1)).sqrt() / w.sum()) if n > 1 else math.nan
+    return EvalResult(mean, se, n, n_tok, proc.estimator + "; per real token (padding excluded)")

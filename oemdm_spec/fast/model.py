@@ -229,9 +229,14 @@ class DiT(nn.Module):
         return self.time_embed(t)
 
     def features(self, z: Tensor, t: Tensor | None = None, *, positions: Tensor | None = None,
-                 attn_mask: Tensor | None = None, causal: bool = False) -> Tensor:
-        """Final hidden states (B, N, d) of token ids z (B, N); ``positions`` (N,) default to 0..N−1."""
+                 attn_mask: Tensor | None = None, causal: bool = False, valid: Tensor | None = None) -> Tensor:
+        """Final hidden states (B, N, d) of token ids z (B, N); ``positions`` (N,) default to 0..N−1.
+        ``valid`` (B, N), True at real tokens: padding keys are hidden from every query, so the real tokens'
+        features are those of the unpadded sequence."""
         b, n = z.shape
+        if valid is not None and attn_mask is None:
+            attn_mask = padding_mask(valid, causal)
+            causal = False
         if positions is None:
             positions = torch.arange(n, device=z.device)
         rope = rotary_tables(positions, self.cfg.d_model // self.cfg.n_head)
@@ -270,11 +275,23 @@ class OrderHead(nn.Module):
         # a small non-zero init lets the layer contribute from the first step.
         nn.init.normal_(self.block.ada.weight, std=0.02)
 
-    def forward(self, f: Tensor) -> Tensor:
+    def forward(self, f: Tensor, valid: Tensor | None = None) -> Tensor:
         b, n, _ = f.shape
         rope = rotary_tables(torch.arange(n, device=f.device), f.shape[-1] // self.block.attn.n_head)
-        h = self.block(f, self.cond.expand(b, -1), rope, None, False)
+        mask = padding_mask(valid, False) if valid is not None else None
+        h = self.block(f, self.cond.expand(b, -1), rope, mask, False)
         return self.head(self.norm(h)).squeeze(-1)  # (B, N) scores
+
+
+def padding_mask(valid: Tensor, causal: bool) -> Tensor:
+    """Boolean attention mask (B, 1, N, N), True = may attend: keys at padding are hidden (and, if causal,
+    keys after the query). Every query keeps at least itself or an earlier real key when the row has one."""
+    n = valid.shape[-1]
+    mask = valid[:, None, None, :].expand(-1, 1, n, n)
+    if causal:
+        mask = mask & torch.ones(n, n, dtype=torch.bool, device=valid.device).tril()
+    # a query whose every key is hidden (a fully padded row) would give NaN: let it see itself
+    return mask | torch.eye(n, dtype=torch.bool, device=valid.device)
 
 
 def centred(v: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -328,7 +345,7 @@ class OeMDM(nn.Module):
     def exponent(self, head: OrderHead, features: Tensor, valid: Tensor | None = None) -> Tensor:
         """w = c1 + c2·NormSig(g(sg(f))) (or the log-space form) — the detach keeps θ out of the scheduler
         losses."""
-        v = head(features.detach())
+        v = head(features.detach(), valid)
         if self.cfg.order_param == "logspace":
             return log_space_exponent(v, self.cfg.c1, self.cfg.c2, self.cfg.log_range, valid)
         return self.cfg.c1 + self.cfg.c2 * norm_sig(v, valid)

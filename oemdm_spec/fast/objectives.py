@@ -20,10 +20,15 @@ __all__ = ["LossModule", "LossOutput", "StepNoise", "check_tokens", "draw_step_n
            "oemdm_loss", "pearson", "samples_for", "step_generator"]
 
 
-def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_stats: bool = False) -> LossOutput:
-    """The training loss of ``model`` on clean x (B, L) under ``noise``. Per-token: sums over positions / L."""
+def oemdm_loss(model: OeMDM, x: Tensor, noise: StepNoise, *, K: int = 2, want_stats: bool = False,
+               valid: Tensor | None = None) -> LossOutput:
+    """The training loss of ``model`` on clean x (B, L) under ``noise``. Per token: sums over positions / L, or
+    over the real positions when ``valid`` (B, L) marks padding (False): padding is never masked nor scored."""
     check_tokens(model, x)
-    return model.process.loss(model, x, noise, model.process.n_masks(K), want_stats)
+    if valid is not None and (valid.shape != x.shape or valid.dtype != torch.bool):
+        raise ValueError(f"oemdm_loss: valid must be a bool tensor of x's shape {tuple(x.shape)}, got "
+                         f"{tuple(valid.shape)} {valid.dtype}")
+    return model.process.loss(model, x, noise, model.process.n_masks(K), want_stats, valid)
 
 
 def check_tokens(model: OeMDM, x: Tensor) -> None:
@@ -52,8 +57,9 @@ class LossModule(nn.Module):
         self.model = model
         self.K = K
 
-    def forward(self, x: Tensor, t: Tensor, u: Tensor, want_stats: bool = False, seed: int = 0) -> LossOutput:
-        return oemdm_loss(self.model, x, StepNoise(t, u, seed), K=self.K, want_stats=want_stats)
+    def forward(self, x: Tensor, t: Tensor, u: Tensor, want_stats: bool = False, seed: int = 0,
+                valid: Tensor | None = None) -> LossOutput:
+        return oemdm_loss(self.model, x, StepNoise(t, u, seed), K=self.K, want_stats=want_stats, valid=valid)
 
 
 def n_times_for(model: OeMDM) -> int:

@@ -14,22 +14,40 @@ import torch
 from torch import Tensor
 
 
-def mixture_inverse_cdf(v: Tensor, rates: Tensor, iters: int = 60) -> Tensor:
-    """Solve F(u) = v for F(u) = 1 − mean_i e^{−r_i u}; v (B,), rates (B, L) → u (B,), float64 bisection."""
+def _log_count(rates: Tensor, valid: Tensor | None) -> Tensor | float:
+    return math.log(rates.shape[-1]) if valid is None else valid.sum(-1).clamp_min(1).double().log()
+
+
+def mixture_inverse_cdf(v: Tensor, rates: Tensor, iters: int = 60, valid: Tensor | None = None) -> Tensor:
+    """Solve F(u) = v for F(u) = 1 − mean_i e^{−r_i u}; v (B,), rates (B, L) → u (B,), float64 bisection.
+    With ``valid`` (B, L) the mixture runs over the real positions only."""
     v, rates = v.double(), rates.double()
     target = torch.log1p(-v)  # log(1 − v)
-    lo = -target / rates.max(-1).values  # survival ≥ e^{−r_max u}: u ≥ −log(1−v)/r_max
-    hi = -target / rates.min(-1).values
+    if valid is None:
+        r_max, r_min = rates.max(-1).values, rates.min(-1).values
+    else:
+        r_max = torch.where(valid, rates, -math.inf).max(-1).values
+        r_min = torch.where(valid, rates, math.inf).min(-1).values
+    lo = -target / r_max  # survival ≥ e^{−r_max u}: u ≥ −log(1−v)/r_max
+    hi = -target / r_min
+    log_n = _log_count(rates, valid)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        log_surv = torch.logsumexp(-rates * mid[:, None], -1) - math.log(rates.shape[-1])
+        expo = -rates * mid[:, None]
+        if valid is not None:
+            expo = torch.where(valid, expo, -math.inf)
+        log_surv = torch.logsumexp(expo, -1) - log_n
         above = log_surv > target  # survival too large → u must grow
         lo = torch.where(above, mid, lo)
         hi = torch.where(above, hi, mid)
     return 0.5 * (lo + hi)
 
 
-def mixture_log_density(u: Tensor, rates: Tensor) -> Tensor:
-    """log p(u) of the mixture (1/L) Σ_i r_i e^{−r_i u}; u (B,), rates (B, L) → (B,)."""
+def mixture_log_density(u: Tensor, rates: Tensor, valid: Tensor | None = None) -> Tensor:
+    """log p(u) of the mixture (1/L) Σ_i r_i e^{−r_i u}; u (B,), rates (B, L) → (B,) (real positions only,
+    with ``valid``)."""
     rates = rates.double()
-    return torch.logsumexp(rates.log() - rates * u.double()[:, None], -1) - math.log(rates.shape[-1])
+    terms = rates.log() - rates * u.double()[:, None]
+    if valid is not None:
+        terms = torch.where(valid, terms, -math.inf)
+    return torch.logsumexp(terms, -1) - _log_count(rates, valid)

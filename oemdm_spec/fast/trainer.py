@@ -131,8 +131,10 @@ class Run:
         cfg = self.cfg
         try:
             self.tok, self.train_ds, self.val_ds = build_datasets(cfg)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, ImportError) as e:
             raise ConfigError(f"data {cfg.data!r} (tokenizer {cfg.tokenizer}, seq_len {cfg.seq_len}): {e}") from None
+        # padded data (one sentence per row): batches carry a valid mask, True at real tokens
+        self.padded = getattr(self.train_ds, "pad_id", None) is not None
 
     def _setup_model(self) -> None:
         cfg, ckpt = self.cfg, self.ckpt
@@ -237,12 +239,15 @@ class Run:
         lr = lr_at(step, cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        x = self.train_ds.get_batch(step, self.local_batch, cfg.seed, dist.rank, dist.world_size).to(self.device)
+        batch = self.train_ds.get_batch(step, self.local_batch, cfg.seed, dist.rank, dist.world_size,
+                                        **({"with_valid": True} if self.padded else {}))
+        x, valid = batch if self.padded else (batch, None)
+        x, valid = x.to(self.device), (valid.to(self.device) if valid is not None else None)
         noise = draw_step_noise(cfg.seed, step, global_batch=cfg.batch_size, seq_len=cfg.seq_len, K=self.K,
                                 t_min=cfg.t_min, n_times=self.n_times, rank=dist.rank,
                                 world_size=dist.world_size, device=self.device)
         with self.autocast:
-            out = self.loss_mod(x, noise.t, noise.u, self.want_stats(step), noise.seed)
+            out = self.loss_mod(x, noise.t, noise.u, self.want_stats(step), noise.seed, valid)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         # the total norm doubles as the finiteness check: it is non-finite iff some gradient is; under DDP the
@@ -344,8 +349,9 @@ class Run:
 
     def evaluate(self, n_batches: int, full: tuple[OeMDM, OeMDM | None, Any]) -> EvalResult:
         target = full[1] if full[1] is not None else full[0]
-        return evaluate_bound(target, self.val_ds.iter_eval_batches(self.cfg.eval_batch_size), seed=self.cfg.seed + 1,
-                              device=self.device, max_batches=n_batches)
+        kw = {"with_valid": True} if self.padded else {}
+        return evaluate_bound(target, self.val_ds.iter_eval_batches(self.cfg.eval_batch_size, **kw),
+                              seed=self.cfg.seed + 1, device=self.device, max_batches=n_batches)
 
     def finish(self, final_step: int, final_eval: bool) -> TrainResult:
         """The final checkpoint, evaluation and summary.json; returns the result."""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..noise import StepNoise
-from .base import LossOutput, Process, fused_rows, masked_rows, per_sequence, register
+from .base import LossOutput, Process, fused_rows, masked_rows, per_sequence, per_token, register
 
 if TYPE_CHECKING:
     from ..model import OeMDM
@@ -25,8 +25,9 @@ class AR(Process):
     samplers = ("first-hitting",)
     estimator = "exact causal NLL (no Monte-Carlo; SE over sequences)"
 
-    def features(self, model: OeMDM, x: Tensor) -> Tensor:
-        """Features predicting x^i from x^{<i} (B, L, d): the input is x shifted right behind the mask id."""
+    def features(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """Features predicting x^i from x^{<i} (B, L, d): the input is x shifted right behind the mask id.
+        Causal attention already hides trailing padding from every real position."""
         inp = torch.cat([torch.full_like(x[:, :1], self.cfg.mask_id), x[:, :-1]], dim=1)
         return model.backbone.features(inp, causal=True)
 
@@ -37,17 +38,23 @@ class AR(Process):
         ones = torch.ones(B * L, device=x.device)
         return fused_rows(model, h, x.reshape(-1), ones, ones)
 
-    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool) -> LossOutput:
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
+             valid: Tensor | None = None) -> LossOutput:
         B, L = x.shape
-        rows, h = masked_rows(self.features(model, x), torch.ones_like(x, dtype=torch.bool))
-        ones = torch.ones(B * L, device=x.device)
+        scored = torch.ones_like(x, dtype=torch.bool) if valid is None else valid  # padding is not scored
+        rows, h = masked_rows(self.features(model, x, valid), scored)
+        ones = torch.ones(rows.shape[0], device=x.device)
         row = fused_rows(model, h, x.reshape(-1)[rows], ones, ones)
-        per_seq = (per_sequence(row, rows, B, L) / L)[None]
+        per_seq = per_token(per_sequence(row, rows, B, L), valid, L)[None]
         return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach())
 
-    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor:
+    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor,
+                       valid: Tensor | None = None) -> Tensor:
         B, L = x.shape
-        return self.nll_rows(model, x).view(B, L).sum(-1).double() / L
+        if valid is None:
+            return self.nll_rows(model, x).view(B, L).sum(-1).double() / L
+        nll = torch.where(valid, self.nll_rows(model, x).view(B, L), 0.0)
+        return per_token(nll.sum(-1).double(), valid, L)
 
     def sample(self, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, sampler: str,
                steps: int) -> tuple[Tensor, Tensor]:

@@ -95,7 +95,10 @@ class Process:
         """What the backbone reads as time: t for a time-conditioned denoiser, else nothing."""
         return t if self.cfg.time_conditioning else None
 
-    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool) -> LossOutput:
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
+             valid: Tensor | None = None) -> LossOutput:
+        """The training loss of clean x (B, L). ``valid`` (B, L), True at real tokens: padding positions are
+        never masked and never scored, and the per-sequence NELBO is per real token."""
         raise NotImplementedError
 
     def check_x(self, x: Tensor) -> None:
@@ -106,8 +109,9 @@ class Process:
         """Uniforms per sequence that ``sequence_bound`` turns into times."""
         return 1
 
-    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor:
-        """One-sample estimate of the bound per sequence (B,), nats per token (float64)."""
+    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor,
+                       valid: Tensor | None = None) -> Tensor:
+        """One-sample estimate of the bound per sequence (B,), nats per (real) token (float64)."""
         raise NotImplementedError
 
     # --- sampling -----------------------------------------------------------------------------------------
@@ -161,10 +165,14 @@ def log_one_minus_t_pow(w_log_t: Tensor) -> Tensor:
     return _log1m_exp(w_log_t.clamp(max=-1e-7))
 
 
-def forward_log_q(masked: Tensor, w: Tensor, log_t: Tensor) -> Tensor:
-    """log q(z|x) = Σ_i masked_i·w_i log t + (1 − masked_i)·log(1 − t^{w_i})   (spec §3). → (K, B)."""
+def forward_log_q(masked: Tensor, w: Tensor, log_t: Tensor, valid: Tensor | None = None) -> Tensor:
+    """log q(z|x) = Σ_i masked_i·w_i log t + (1 − masked_i)·log(1 − t^{w_i})   (spec §3). → (K, B).
+    With ``valid``, the sum runs over real positions only (padding is not part of the forward process)."""
     wlt = w * log_t
-    return torch.where(masked, wlt.unsqueeze(0), log_one_minus_t_pow(wlt).unsqueeze(0)).sum(-1)
+    terms = torch.where(masked, wlt.unsqueeze(0), log_one_minus_t_pow(wlt).unsqueeze(0))
+    if valid is not None:
+        terms = torch.where(valid, terms, torch.zeros_like(terms))
+    return terms.sum(-1)
 
 
 def rloo_surrogate(per_seq: Tensor, log_q: Tensor) -> Tensor:
@@ -199,6 +207,18 @@ def per_sequence(row: Tensor, rows: Tensor, R: int, L: int, dtype: torch.dtype |
     """Sum row losses into their sequences: (R,)."""
     dtype = dtype or row.dtype
     return torch.zeros(R, dtype=dtype, device=row.device).index_add_(0, rows // L, row.to(dtype))
+
+
+def per_token(per_seq: Tensor, valid: Tensor | None, L: int) -> Tensor:
+    """Per-sequence sums → per token: / L, or / the number of real tokens when there is padding."""
+    if valid is None:
+        return per_seq / L
+    return per_seq / valid.sum(-1).clamp_min(1).to(per_seq.dtype)
+
+
+def only_valid(masked: Tensor, valid: Tensor | None) -> Tensor:
+    """Padding is never masked."""
+    return masked if valid is None else masked & valid
 
 
 def pearson(a: Tensor, b: Tensor) -> float:

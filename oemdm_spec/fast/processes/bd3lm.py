@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..noise import StepNoise
-from .base import LossOutput, Process, fused_rows, masked_rows, per_sequence, register
+from .base import LossOutput, Process, fused_rows, masked_rows, only_valid, per_sequence, per_token, register
 
 if TYPE_CHECKING:
     from ..model import ModelConfig, OeMDM
@@ -67,27 +67,29 @@ class BD3LM(Process):
         h = model.backbone.features(torch.cat([z, x], dim=1), positions=torch.cat([pos, pos]), attn_mask=mask)
         return h[:, :L]
 
-    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool) -> LossOutput:
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
+             valid: Tensor | None = None) -> LossOutput:
         B, L = x.shape
         t_blk = noise.t if noise.t.dim() == 2 else noise.t[:, None]  # (B, n_blocks); one block arrives squeezed
         t_pos = t_blk.repeat_interleave(self.cfg.block_size, dim=1)  # (B, L)
-        masked = noise.u[0] < t_pos
+        masked = only_valid(noise.u[0] < t_pos, valid)
         z = torch.where(masked, self.cfg.mask_id, x)
         feats = self.features(model, z, x)
         A = 1.0 / t_pos
         rows, h = masked_rows(feats, masked)
         row = fused_rows(model, h, x.reshape(-1)[rows], A.reshape(-1)[rows], A.reshape(-1)[rows])
-        per_seq = (per_sequence(row, rows, B, L) / L)[None]
+        per_seq = per_token(per_sequence(row, rows, B, L), valid, L)[None]
         return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach(), masked=masked[None])
 
-    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor:
+    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor,
+                       valid: Tensor | None = None) -> Tensor:
         """In log-time every position has hazard 1 (MDLM); one u ~ Exp(1/2) per block, weight 1/p(u_b)."""
         B, L = x.shape
         bs = self.cfg.block_size
         v = v if v.dim() == 2 else v[:, None]  # (B, n_blocks); a single block may arrive squeezed
         u = -torch.log1p(-v.double()) / 0.5  # Exp(1/2) per block
         log_p = math.log(0.5) - 0.5 * u  # (B, nb)
-        masked = mask_u.double() < torch.exp(-u.repeat_interleave(bs, dim=1))
+        masked = only_valid(mask_u.double() < torch.exp(-u.repeat_interleave(bs, dim=1)), valid)
         z = torch.where(masked, self.cfg.mask_id, x)
         feats = self.features(model, z, x)
         ones = torch.ones(B, L, device=x.device)
@@ -95,7 +97,7 @@ class BD3LM(Process):
         rows, h = masked_rows(feats, masked)
         row = fused_rows(model, h, x.reshape(-1)[rows], ones.reshape(-1)[rows], ones.reshape(-1)[rows])
         row = row.double() * weight.reshape(-1)[rows].double()
-        return per_sequence(row, rows, B, L, torch.float64) / L
+        return per_token(per_sequence(row, rows, B, L, torch.float64), valid, L)
 
     samplers = ("first-hitting",)
 

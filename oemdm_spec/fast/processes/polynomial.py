@@ -32,7 +32,9 @@ from .base import (
     fused_rows,
     logits_rows,
     masked_rows,
+    only_valid,
     per_sequence,
+    per_token,
     register,
     rloo_surrogate,
 )
@@ -48,11 +50,11 @@ PHI_TIME = 0.5  # the time a time-conditioned backbone is given when it reads cl
 class PolynomialProcess(Process):
     """α^i = 1 − t^{w_i} with a forward exponent w (from x) and a reverse exponent ŵ (from z_t)."""
 
-    def forward_exponent(self, model: OeMDM, x: Tensor) -> Tensor:
+    def forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """w (B, L), float32; A = w/t in t-space, w in u-space."""
         return torch.ones(x.shape, device=x.device)
 
-    def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor) -> Tensor:
+    def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor, valid: Tensor | None = None) -> Tensor:
         """ŵ (B, L), float32, from the denoiser's features of z_t; ŵ = w (no L_velocity) by default."""
         return w_fwd
 
@@ -61,22 +63,23 @@ class PolynomialProcess(Process):
         return fused_rows(model, h, tgt, a, ah)
 
     # evaluation in u = −log t: one shared estimator for every polynomial type
-    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor:
+    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor,
+                       valid: Tensor | None = None) -> Tensor:
         B, L = x.shape
-        w_fwd = self.forward_exponent(model, x)
+        w_fwd = self.forward_exponent(model, x, valid)
         rates = w_fwd / 2
-        u = mixture_inverse_cdf(v, rates)  # (B,)
-        log_p = mixture_log_density(u, rates)
-        masked = mask_u.double() < torch.exp(-w_fwd.double() * u[:, None])
+        u = mixture_inverse_cdf(v, rates, valid=valid)  # (B,)
+        log_p = mixture_log_density(u, rates, valid)
+        masked = only_valid(mask_u.double() < torch.exp(-w_fwd.double() * u[:, None]), valid)
         z = torch.where(masked, self.cfg.mask_id, x)
-        feats = model.backbone.features(z, self.time_input(model, torch.exp(-u).float()))
-        w_rev = self.reverse_exponent(model, feats, w_fwd)
+        feats = model.backbone.features(z, self.time_input(model, torch.exp(-u).float()), valid=valid)
+        w_rev = self.reverse_exponent(model, feats, w_fwd, valid)
         weight = torch.exp(-log_p)[:, None].expand(B, L)
         rows, h = masked_rows(feats, masked)
         row = self.row_loss(model, h, x.reshape(-1)[rows], w_fwd.reshape(-1)[rows].float(),
                             w_rev.reshape(-1)[rows].float())
         row = row.double() * weight.reshape(-1)[rows].double()
-        return per_sequence(row, rows, B, L, torch.float64) / L
+        return per_token(per_sequence(row, rows, B, L, torch.float64), valid, L)
 
     def reverse(self, model: OeMDM, z: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor]:
         feats = model.backbone.features(z, t)
@@ -92,16 +95,17 @@ class MDLM(PolynomialProcess):
     name = "mdlm"
     description = "masked diffusion, one linear schedule for all positions"
 
-    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool) -> LossOutput:
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
+             valid: Tensor | None = None) -> LossOutput:
         B, L = x.shape
         t_pos = noise.t[:, None].expand(B, L)
-        masked = noise.u[0] < t_pos  # P(masked) = t
+        masked = only_valid(noise.u[0] < t_pos, valid)  # P(masked) = t
         z = torch.where(masked, self.cfg.mask_id, x)
-        feats = model.backbone.features(z, self.time_input(model, noise.t))
+        feats = model.backbone.features(z, self.time_input(model, noise.t), valid=valid)
         A = 1.0 / t_pos
         rows, h = masked_rows(feats, masked)
         row = fused_rows(model, h, x.reshape(-1)[rows], A.reshape(-1)[rows], A.reshape(-1)[rows])
-        per_seq = (per_sequence(row, rows, B, L) / L)[None]
+        per_seq = per_token(per_sequence(row, rows, B, L), valid, L)[None]
         return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach(), masked=masked[None])
 
 
@@ -111,35 +115,42 @@ class RLOOProcess(PolynomialProcess):
     rloo = True
     order_stats = True
 
-    def training_forward_exponent(self, model: OeMDM, x: Tensor) -> Tensor:
-        return self.forward_exponent(model, x)
+    def training_forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.forward_exponent(model, x, valid)
 
-    def mask(self, x: Tensor, w_fwd: Tensor, noise: StepNoise, K: int) -> tuple[Tensor, Tensor]:
+    def mask(self, x: Tensor, w_fwd: Tensor, noise: StepNoise, K: int,
+             valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """K masks with P(masked) = t^w (w detached: the masks are samples) and log q(z|x) (K, B), which
         carries ∇_w for the score-function term. On CUDA one fused kernel does both, with its own Philox
         uniforms seeded per (seed, step, rank); on the CPU the step noise's uniforms are used."""
         t = noise.t
-        if x.is_cuda:
+        if x.is_cuda and valid is None:
             z, log_q = forward_mask(x, t, w_fwd, K=K, seed=noise.seed, mask_id=self.cfg.mask_id)
             return z == self.cfg.mask_id, log_q
         log_t = t.log()[:, None]  # (B, 1)
         masked = torch.log(noise.u[:K]) < (w_fwd.detach() * log_t)[None]
-        return masked, forward_log_q(masked, w_fwd, log_t)
+        if valid is None:
+            return masked, forward_log_q(masked, w_fwd, log_t)
+        masked = masked & valid  # padding is never masked and is not part of q(z|x)
+        return masked, forward_log_q(masked, w_fwd, log_t, valid)
 
-    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool) -> LossOutput:
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
+             valid: Tensor | None = None) -> LossOutput:
         B, L = x.shape
         t = noise.t
-        w_fwd = self.training_forward_exponent(model, x)
-        masked, log_q = self.mask(x, w_fwd, noise, K)
+        w_fwd = self.training_forward_exponent(model, x, valid)
+        masked, log_q = self.mask(x, w_fwd, noise, K, valid)
         z = torch.where(masked, self.cfg.mask_id, x[None])  # (K, B, L)
-        feats = model.backbone.features(z.reshape(K * B, L), self.time_input(model, t.repeat(K)))
+        valid_k = None if valid is None else valid[None].expand(K, B, L).reshape(K * B, L)
+        feats = model.backbone.features(z.reshape(K * B, L), self.time_input(model, t.repeat(K)), valid=valid_k)
         A = (w_fwd / t[:, None])[None].expand(K, B, L)
-        w_rev = self.reverse_exponent(model, feats, w_fwd[None].expand(K, B, L).reshape(K * B, L)).view(K, B, L)
+        w_rev = self.reverse_exponent(model, feats, w_fwd[None].expand(K, B, L).reshape(K * B, L),
+                                      valid_k).view(K, B, L)
         A_hat = w_rev / t[None, :, None]
         rows, h = masked_rows(feats.view(K * B, L, -1), masked)
         row = self.row_loss(model, h, x[None].expand(K, B, L).reshape(-1)[rows], A.reshape(-1)[rows],
                             A_hat.reshape(-1)[rows])
-        per_seq = per_sequence(row, rows, K * B, L).view(K, B) / L
+        per_seq = per_token(per_sequence(row, rows, K * B, L).view(K, B), valid, L)
         loss = rloo_surrogate(per_seq, log_q).mean()
         stats = self.stats(model, feats, w_fwd, w_rev, masked, K, B, L) if want_stats else {}
         return LossOutput(loss, per_seq.detach().mean(), per_seq.detach(), stats, masked=masked)
@@ -165,10 +176,10 @@ class GenMD4(RLOOProcess):
     def log_w(self, model: OeMDM) -> Tensor:
         return model.log_w_vocab.clamp(*GENMD4_LOG_W_RANGE)
 
-    def forward_exponent(self, model: OeMDM, x: Tensor) -> Tensor:
+    def forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
         return self.log_w(model).exp()[x]
 
-    def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor) -> Tensor:
+    def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor, valid: Tensor | None = None) -> Tensor:
         # the factor Σ_v w_v μ_θ[v] needs the logits, so row_loss applies it; this is the rest (1 in u-space)
         return torch.ones_like(w_fwd)
 
@@ -224,21 +235,21 @@ class LoMDM(RLOOProcess):
     def fsdp_units(self, model: OeMDM) -> list[nn.Module]:
         return [*model.backbone.blocks, model.phi, model.psi]
 
-    def clean_features(self, model: OeMDM, x: Tensor) -> Tensor:
+    def clean_features(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
         """f(x): the backbone's features of the clean sequence, the input of φ."""
         t = torch.full((x.shape[0],), PHI_TIME, device=x.device) if self.cfg.time_conditioning else None
-        return model.backbone.features(x, t)
+        return model.backbone.features(x, t, valid=valid)
 
-    def forward_exponent(self, model: OeMDM, x: Tensor) -> Tensor:
-        return model.w_phi(self.clean_features(model, x)).float()
+    def forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        return model.w_phi(self.clean_features(model, x, valid), valid).float()
 
-    def training_forward_exponent(self, model: OeMDM, x: Tensor) -> Tensor:
+    def training_forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
         with torch.no_grad():  # the shared no-grad x pass: θ gets nothing through the schedulers
-            fx = self.clean_features(model, x)
-        return model.w_phi(fx)
+            fx = self.clean_features(model, x, valid)
+        return model.w_phi(fx, valid)
 
-    def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor) -> Tensor:
-        return model.w_psi(feats).float()  # ψ reads sg(f(z_t)) (detached inside w_psi)
+    def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor, valid: Tensor | None = None) -> Tensor:
+        return model.w_psi(feats, valid).float()  # ψ reads sg(f(z_t)) (detached inside w_psi)
 
     def stats(self, model: OeMDM, feats: Tensor, w_fwd: Tensor, w_rev: Tensor, masked: Tensor, K: int,
               B: int, L: int) -> dict[str, Tensor]:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..noise import StepNoise
-from .base import LossOutput, Process, fused_rows, masked_rows, per_sequence, register
+from .base import LossOutput, Process, fused_rows, masked_rows, only_valid, per_sequence, per_token, register
 
 if TYPE_CHECKING:
     from ..model import ModelConfig, OeMDM
@@ -102,28 +102,30 @@ class WindowProcess(Process):
     def schedule(self, L: int) -> WindowSchedule:
         return WindowSchedule(L, self.block_size(), self.cfg.eps)
 
-    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool) -> LossOutput:
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
+             valid: Tensor | None = None) -> LossOutput:
         B, L = x.shape
         oma, A = self.schedule(L).one_minus_alpha_and_rate(noise.t[:, None])
-        masked = noise.u[0] < oma.float()
+        masked = only_valid(noise.u[0] < oma.float(), valid)
         z = torch.where(masked, self.cfg.mask_id, x)
-        feats = model.backbone.features(z)
+        feats = model.backbone.features(z, valid=valid)
         rows, h = masked_rows(feats, masked)
         a = A.float().reshape(-1)[rows]
         row = fused_rows(model, h, x.reshape(-1)[rows], a, a)
-        per_seq = (per_sequence(row, rows, B, L) / L)[None]
+        per_seq = per_token(per_sequence(row, rows, B, L), valid, L)[None]
         return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach(), masked=masked[None])
 
-    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor) -> Tensor:
+    def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor,
+                       valid: Tensor | None = None) -> Tensor:
         B, L = x.shape
         oma, A = self.schedule(L).one_minus_alpha_and_rate(v.double()[:, None])
-        masked = mask_u.double() < oma
+        masked = only_valid(mask_u.double() < oma, valid)
         z = torch.where(masked, self.cfg.mask_id, x)
-        feats = model.backbone.features(z)
+        feats = model.backbone.features(z, valid=valid)
         rows, h = masked_rows(feats, masked)
         a = A.float().reshape(-1)[rows]
         row = fused_rows(model, h, x.reshape(-1)[rows], a, a)
-        return per_sequence(row.double(), rows, B, L, torch.float64) / L
+        return per_token(per_sequence(row.double(), rows, B, L, torch.float64), valid, L)
 
     def sample(self, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, sampler: str,
                steps: int) -> tuple[Tensor, Tensor]:
