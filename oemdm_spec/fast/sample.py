@@ -6,7 +6,8 @@
   ŵ = w_ψ(z) for LoMDM, Σ_v w_v μ_θ[v] for GenMD4, 1 for MDLM (uniform order).
 - ``grid``: T steps on the power grid t_k = (k/T)^p, p = 1/min ŵ; each masked i unmasks from t to s with
   probability 1 − (s/t)^{ŵ_i}; everything left is revealed at t_0 = 0. The pass is reused when nothing changed.
-- ``topk``: deterministic order: reveal the masked position with the largest ŵ (ties: lowest index).
+- ``topk``: deterministic order: reveal the masked position with the largest ŵ (ties, within a relative
+  1e-5, go to the lowest index).
 BD3LM samples block by block (first-hitting, uniform inside the block); AR samples left to right.
 Fixed positions (infilling / prefixes) are given as a partially masked start state.
 """
@@ -76,6 +77,21 @@ def sample(model: OeMDM, num: int, *, length: int | None = None, sampler: str = 
     return z, order
 
 
+TIE_RTOL = 1e-5  # rates within this relative distance of the largest tie (float32 noise is ~1e-7)
+
+
+def top_rate_position(weights: Tensor, masked: Tensor) -> Tensor:
+    """The masked position with the largest reverse rate, per row; ties go to the lowest index.
+
+    Ties are explicit: rates computed from identical inputs can differ in their last float32 bits between
+    positions (e.g. in the all-masked state, where every position has the same input), so every rate within
+    TIE_RTOL of the row's largest counts as tied, and the first of them is chosen."""
+    cand = torch.where(masked, weights, torch.full_like(weights, -math.inf))
+    best = cand.max(-1, keepdim=True).values
+    tied = cand >= best - TIE_RTOL * best.abs()
+    return tied.to(torch.uint8).argmax(-1)  # the first True
+
+
 def sample_first_hitting(proc: Process, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator,
                          topk: bool) -> tuple[Tensor, Tensor]:
     """One reveal per step. A time-conditioned denoiser also needs the time: in log-time u = −log t every masked
@@ -97,7 +113,7 @@ def sample_first_hitting(proc: Process, model: OeMDM, z: Tensor, order: Tensor, 
             e = -torch.log1p(-torch.rand(z.shape[0], generator=g, dtype=torch.float64))  # Exp(1)
             log_t = torch.where(active, log_t - e / total, log_t)
         if topk:
-            pos = torch.where(masked.cpu(), weights, torch.full_like(weights, -1.0)).argmax(-1)
+            pos = top_rate_position(weights, masked.cpu())
         else:
             safe = torch.where(active[:, None], weights, torch.ones_like(weights))
             pos = torch.multinomial(safe, 1, generator=g).squeeze(1)
