@@ -220,10 +220,10 @@ def parse_infill(text: str, tok, placeholder: str):
 def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         return _fail(f"unexpected arguments for sample: {' '.join(extra)}")
-    from oemdm_spec.fast.sample import SAMPLERS
+    from oemdm_spec.fast.processes.base import ADAPTIVE_SAMPLERS, SAMPLERS
 
-    if args.sampler not in SAMPLERS:
-        return _fail(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+    if args.sampler not in SAMPLERS + ADAPTIVE_SAMPLERS:
+        return _fail(f"--sampler must be one of {', '.join(SAMPLERS + ADAPTIVE_SAMPLERS)}, got {args.sampler!r}")
     _check_sizes(args, {"num": 1, "length": 0, "steps": 0})
     model, cfg, tok, ck = load_run(args.run)
     init = None
@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa = sub.add_parser("sample", help="draw samples (float64), print them with their order, write a heatmap")
     sa.add_argument("run")
     sa.add_argument("--num", type=int, default=4)
-    sa.add_argument("--sampler", default="first-hitting", help="first-hitting, grid or topk")
+    sa.add_argument("--sampler", default="first-hitting",
+                    help="first-hitting, grid, topk; adaptive: confidence, margin, entropy")
     sa.add_argument("--steps", type=int, default=0, help="grid sampler steps (0: L)")
     sa.add_argument("--length", type=int, default=0)
     sa.add_argument("--seed", type=int, default=0)

@@ -53,6 +53,9 @@ class TrainConfig:
     t_min: float = field(default=1e-3, metadata={"help": "training clamp t >= t_min"})
     block_size: int = field(default=4, metadata={"help": "BD3LM / oemdm-block block length L'"})
     eps: float = field(default=0.01, metadata={"help": "oemdm-arm / oemdm-block: the window schedules' epsilon"})
+    order_w: str = field(default="", metadata={
+        "help": "oemdm-fixed: per-position exponents, 'w1,w2,...' or 'oracle:latents-first' / "
+                "'oracle:observations-first' (task:latents data)"})
     # optimisation
     steps: int = field(default=600, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "global batch (sequences), split over DDP ranks"})
@@ -92,8 +95,30 @@ class TrainConfig:
             vocab_size=vocab_size, seq_len=self.seq_len, model_type=self.model, n_layer=self.n_layer,
             n_head=self.n_head, d_model=self.d_model, cond_dim=self.cond_dim,
             time_conditioning=self.time_conditioning, c1=self.c1, c2=self.c2, order_param=self.order_param,
-            log_range=self.log_range, block_size=self.block_size, eps=self.eps,
+            log_range=self.log_range, block_size=self.block_size, eps=self.eps, order_w=self.order_exponents(),
         )
+
+    def order_exponents(self) -> tuple[float, ...]:
+        """``order_w`` as numbers: a comma list, or a task's oracle order (``oracle:<order>``)."""
+        if not self.order_w:
+            return ()
+        if self.order_w.startswith("oracle:"):
+            from oemdm_spec.data.loading import get_task_for, is_task
+            from oemdm_spec.tasks import oracle_exponents
+
+            if not is_task(self.data):
+                raise ConfigError(f"order_w={self.order_w!r} needs task data (--data task:latents:...), got "
+                                  f"data={self.data!r}")
+            try:
+                w = oracle_exponents(get_task_for(self.data), order=self.order_w[len("oracle:"):])
+            except ValueError as e:
+                raise ConfigError(f"order_w={self.order_w!r}: {e}") from None
+            return tuple(float(v) for v in w)
+        try:
+            return tuple(float(v) for v in self.order_w.split(","))
+        except ValueError:
+            raise ConfigError(f"order_w must be comma-separated numbers or oracle:<order>, "
+                              f"got {self.order_w!r}") from None
 
     def validate(self) -> None:
         if self.model not in MODEL_TYPES:
@@ -250,6 +275,8 @@ def build_config(overrides: dict[str, Any] | None = None, base: TrainConfig | No
         except (ValueError, KeyError) as e:
             raise ConfigError(f"data {overrides['data']!r}: {e}") from None
         implied = {k: v for k, v in implied.items() if k not in overrides and k != "protocol"}
+        if "seq_len" in implied and "sample_len" not in overrides:
+            implied["sample_len"] = implied["seq_len"]  # the final sample has the data's length
         overrides = {**implied, **overrides}
     cfg = dataclasses.replace(cfg, **overrides)
     cfg.validate()

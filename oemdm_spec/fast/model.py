@@ -47,6 +47,7 @@ class ModelConfig:
     log_range: float = math.log(30.0)  # logspace: w ∈ (c1·e^{−R}, c1·e^{R})
     block_size: int = 4  # BD3LM / oemdm-block block length L'
     eps: float = 0.01  # oemdm-arm / oemdm-block: the ε of the window schedules (spec §2)
+    order_w: tuple[float, ...] = ()  # oemdm-fixed: one exponent per position (larger: generated earlier)
     # Output-layer rows are padded to a multiple of this (50258 → 50304, as nanoGPT does) so that the LM-head
     # GEMMs see aligned shapes; pad rows have a −inf logit (exactly zero probability and gradient). Only
     # vocabularies of at least VOCAB_PAD_MIN tokens are padded: alignment matters for large-V GEMMs, while

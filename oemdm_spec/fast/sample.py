@@ -6,6 +6,7 @@
   ŵ = w_ψ(z) for LoMDM, Σ_v w_v μ_θ[v] for GenMD4, 1 for MDLM (uniform order).
 - ``grid``: T steps on the power grid t_k = (k/T)^p, p = 1/min ŵ; each masked i unmasks from t to s with
   probability 1 − (s/t)^{ŵ_i}; everything left is revealed at t_0 = 0. The pass is reused when nothing changed.
+- ``confidence`` / ``margin`` / ``entropy``: adaptive inference, the masked position x_θ is surest of first.
 - ``topk``: deterministic order: reveal the masked position with the largest ŵ (ties, within a relative
   1e-5, go to the lowest index).
 BD3LM samples block by block (first-hitting, uniform inside the block); AR samples left to right.
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from .model import OeMDM
 from .processes import SAMPLERS, Process
+from .processes.base import ADAPTIVE_SAMPLERS
 
 __all__ = ["SAMPLERS", "draw_tokens", "render_with_order", "sample", "sample_entropy", "sample_first_hitting",
            "sample_grid"]
@@ -46,8 +48,8 @@ def sample(model: OeMDM, num: int, *, length: int | None = None, sampler: str = 
            device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """Draw ``num`` sequences. Returns (tokens (num, L), order (num, L)): the step at which each position was
     revealed (−1 for fixed positions given in ``init``, where the mask id marks positions to generate)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sample: sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if sampler not in SAMPLERS + ADAPTIVE_SAMPLERS:
+        raise ValueError(f"sample: sampler must be one of {SAMPLERS + ADAPTIVE_SAMPLERS}, got {sampler!r}")
     if not isinstance(num, int) or num < 0:
         raise ValueError(f"sample: num must be an int >= 0, got num={num!r}")
     if length is not None and (not isinstance(length, int) or length < 0):
@@ -123,6 +125,23 @@ def sample_first_hitting(proc: Process, model: OeMDM, z: Tensor, order: Tensor, 
         order[rows, pos.to(z.device)[rows]] = step
         step += 1
     return z, order
+
+
+def sample_adaptive(proc: Process, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator,
+                    rule: str) -> tuple[Tensor, Tensor]:
+    """Adaptive inference (``fast/adaptive.py``): one reveal per step, the masked position with the highest
+    confidence / margin or the lowest entropy of x_θ, ties to the lowest index. A time-conditioned denoiser
+    reads the fraction of positions still masked as its time (t is the expected masked fraction for MDLM)."""
+    from .adaptive import adaptive_sample
+
+    m = model.cfg.mask_id
+
+    def denoise(state: Tensor) -> Tensor:
+        t = (state == m).double().mean(-1).clamp_min(1e-3) if model.cfg.time_conditioning else None
+        return proc.reverse(model, state, _time_input(model, state, t) if t is not None else None)[0]
+
+    tokens, got = adaptive_sample(denoise, z, m, rule=rule, generator=g)
+    return tokens, torch.where(order == -1, order, got)
 
 
 def sample_grid(proc: Process, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator,

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from ..model import ModelConfig, OeMDM
 
 SAMPLERS = ("first-hitting", "grid", "topk")
+# adaptive inference (P2 / Kim et al. 2025): reveal the masked position the denoiser is surest of, by max
+# probability, top-1 − top-2 margin or lowest entropy; any model with a bidirectional denoiser takes them
+ADAPTIVE_SAMPLERS = ("confidence", "margin", "entropy")
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Process:
     order_stats: ClassVar[bool] = False  # log w statistics (order_stats.csv)
     exact_bound: ClassVar[bool] = False  # the evaluation is an exact NLL (no Monte-Carlo)
     time_conditioning_ok: ClassVar[bool] = True  # a time-conditioned denoiser is meaningful
-    samplers: ClassVar[tuple[str, ...]] = SAMPLERS
+    samplers: ClassVar[tuple[str, ...]] = SAMPLERS + ADAPTIVE_SAMPLERS
     estimator: ClassVar[str] = (
         "log-time importance sampling: u=-log t ~ mixture of Exp(w_i/2) (proper density on [0,inf), no clamp), "
         "antithetic pairs, MC standard error over sequences")
@@ -121,8 +124,10 @@ class Process:
 
     def sample(self, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, sampler: str,
                steps: int) -> tuple[Tensor, Tensor]:
-        from ..sample import sample_first_hitting, sample_grid
+        from ..sample import sample_adaptive, sample_first_hitting, sample_grid
 
+        if sampler in ADAPTIVE_SAMPLERS:
+            return sample_adaptive(self, model, z, order, g, sampler)
         if sampler == "grid":
             return sample_grid(self, model, z, order, g, steps)
         return sample_first_hitting(self, model, z, order, g, topk=sampler == "topk")

@@ -259,3 +259,45 @@ class LoMDM(RLOOProcess):
             conf = torch.softmax(model.backbone.logits(h0).float(), -1).max(-1).values
         return {"w_fwd": w_fwd.detach(), "w_rev": w_rev.detach(), "conf": conf,
                 "w_fwd_masked": w_fwd.detach()[masked[0]], "w_rev_masked": w_rev.detach()[0][masked[0]]}
+
+
+@register
+class FixedOrder(PolynomialProcess):
+    """OeMDM with exponents fixed by hand per position, α^i = 1 − t^{w_i} (``order_w``): forward = reverse,
+    so L_velocity = 0 and only the denoiser trains. Position i is revealed before j with probability
+    w_i/(w_i + w_j) (spec §3 "Order semantics"): larger w is generated earlier. With w from a task's known
+    easy order this is the oracle a learned position order is judged against (docs/lomdm.md)."""
+
+    name = "oemdm-fixed"
+    description = "OeMDM with per-position exponents fixed by hand (--order_w): oracle orders"
+
+    @classmethod
+    def validate(cls, cfg: ModelConfig) -> None:
+        super().validate(cfg)
+        w = cfg.order_w
+        if not w or len(w) != cfg.seq_len or not all(math.isfinite(v) and v > 0 for v in w):
+            raise ValueError(f"oemdm-fixed needs order_w: {cfg.seq_len} finite exponents > 0 (one per position), "
+                             f"got {w!r}")
+
+    def forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        if x.shape[1] != len(self.cfg.order_w):
+            raise ValueError(f"oemdm-fixed: sequences must have the length of order_w ({len(self.cfg.order_w)}), "
+                             f"got {x.shape[1]}")
+        return torch.tensor(self.cfg.order_w, dtype=torch.float32, device=x.device)[None].expand(x.shape[0], -1)
+
+    def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.forward_exponent(model, w_fwd)  # forward = reverse: the fixed exponents
+
+    def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
+             valid: Tensor | None = None) -> LossOutput:
+        B, L = x.shape
+        w = self.forward_exponent(model, x)
+        log_t = noise.t.log()[:, None]
+        masked = only_valid(torch.log(noise.u[0]) < w * log_t, valid)  # P(masked) = t^w
+        z = torch.where(masked, self.cfg.mask_id, x)
+        feats = model.backbone.features(z, self.time_input(model, noise.t), valid=valid)
+        A = w / noise.t[:, None]
+        rows, h = masked_rows(feats, masked)
+        row = fused_rows(model, h, x.reshape(-1)[rows], A.reshape(-1)[rows], A.reshape(-1)[rows])
+        per_seq = per_token(per_sequence(row, rows, B, L), valid, L)[None]
+        return LossOutput(per_seq.mean(), per_seq.detach().mean(), per_seq.detach(), masked=masked[None])

@@ -28,7 +28,17 @@ import torch
 from torch import Tensor
 
 from ..noise import StepNoise
-from .base import LossOutput, Process, fused_rows, masked_rows, only_valid, per_sequence, per_token, register
+from .base import (
+    ADAPTIVE_SAMPLERS,
+    LossOutput,
+    Process,
+    fused_rows,
+    masked_rows,
+    only_valid,
+    per_sequence,
+    per_token,
+    register,
+)
 
 if TYPE_CHECKING:
     from ..model import ModelConfig, OeMDM
@@ -87,7 +97,7 @@ class WindowProcess(Process):
     """OeMDM under α_bd,ε on a bidirectional, time-agnostic denoiser."""
 
     time_conditioning_ok = False  # the theorem needs a time-agnostic denoiser (spec §2)
-    samplers = ("first-hitting", "topk")
+    samplers = ("first-hitting", "topk", *ADAPTIVE_SAMPLERS)
     estimator = "t ~ U(0,1) with weight 1 (bounded integrand), antithetic pairs, MC standard error over sequences"
 
     def block_size(self) -> int:
@@ -127,12 +137,18 @@ class WindowProcess(Process):
         row = fused_rows(model, h, x.reshape(-1)[rows], a, a)
         return per_token(per_sequence(row.double(), rows, B, L, torch.float64), valid, L)
 
+    def reverse(self, model: OeMDM, z: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor]:
+        feats = model.backbone.features(z)
+        return torch.softmax(model.backbone.logits(feats).double(), -1), torch.ones(z.shape, dtype=torch.float64)
+
     def sample(self, model: OeMDM, z: Tensor, order: Tensor, g: torch.Generator, sampler: str,
                steps: int) -> tuple[Tensor, Tensor]:
         """Reveal in decreasing reveal time τ (exact, see the module docstring); ``topk`` uses the median
         τ of each position (left to right by blocks, ties to the lowest index)."""
-        from ..sample import draw_tokens
+        from ..sample import draw_tokens, sample_adaptive
 
+        if sampler in ADAPTIVE_SAMPLERS:
+            return sample_adaptive(self, model, z, order, g, sampler)
         m = self.cfg.mask_id
         n, L = z.shape
         sched = self.schedule(L)
