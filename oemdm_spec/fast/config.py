@@ -56,6 +56,8 @@ class TrainConfig:
     order_w: str = field(default="", metadata={
         "help": "oemdm-fixed: per-position exponents, 'w1,w2,...' or 'oracle:latents-first' / "
                 "'oracle:observations-first' (task:latents data)"})
+    head_positions: bool = field(default=False, metadata={
+        "help": "lomdm: add a learned absolute position embedding to the phi/psi heads' input"})
     # optimisation
     steps: int = field(default=600, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "global batch (sequences), split over DDP ranks"})
@@ -96,6 +98,7 @@ class TrainConfig:
             n_head=self.n_head, d_model=self.d_model, cond_dim=self.cond_dim,
             time_conditioning=self.time_conditioning, c1=self.c1, c2=self.c2, order_param=self.order_param,
             log_range=self.log_range, block_size=self.block_size, eps=self.eps, order_w=self.order_exponents(),
+            head_positions=self.head_positions,
         )
 
     def order_exponents(self) -> tuple[float, ...]:

@@ -48,6 +48,9 @@ class ModelConfig:
     block_size: int = 4  # BD3LM / oemdm-block block length L'
     eps: float = 0.01  # oemdm-arm / oemdm-block: the ε of the window schedules (spec §2)
     order_w: tuple[float, ...] = ()  # oemdm-fixed: one exponent per position (larger: generated earlier)
+    # LoMDM: add a learned absolute position embedding (small init) to the φ/ψ heads' input. Without it
+    # (rotary only) the heads are permutation-equivariant on the all-masked state: every ŵ ties (issue 14).
+    head_positions: bool = False
     # Output-layer rows are padded to a multiple of this (50258 → 50304, as nanoGPT does) so that the LM-head
     # GEMMs see aligned shapes; pad rows have a −inf logit (exactly zero probability and gradient). Only
     # vocabularies of at least VOCAB_PAD_MIN tokens are padded: alignment matters for large-V GEMMs, while
@@ -260,6 +263,11 @@ class DiT(nn.Module):
 class OrderHead(nn.Module):
     """g_φ or g_ψ: one transformer layer of the backbone's width plus a scalar head (spec §3).
 
+    Positions: the layer has rotary embeddings only, so with bidirectional attention it sees content and
+    relative offsets, never absolute positions: permuting the input rows permutes the scores, and on the
+    all-masked state (every row equal) all scores tie. ``ModelConfig.head_positions`` adds a learned absolute
+    position embedding to the input so that a position-dependent order (e.g. latents first) is representable.
+
     It reads *detached* backbone features; the caller detaches (see ``OeMDM.w_phi`` / ``OeMDM.w_psi``). The
     scalar head starts at zero, so NormSig = 0 and w ≡ c1 at initialisation: the constant-w control."""
 
@@ -275,9 +283,19 @@ class OrderHead(nn.Module):
         # adaLN-Zero would make this block the identity *and* freeze its gates' gradients behind a zero head;
         # a small non-zero init lets the layer contribute from the first step.
         nn.init.normal_(self.block.ada.weight, std=0.02)
+        # head_positions: a learned absolute position embedding added to the head's input, small (std 0.02).
+        # Not zero: zero embeddings with the zero scalar head are a saddle (on the all-masked state neither
+        # gets a gradient). The scalar head is still zero, so w ≡ c1 at initialisation either way.
+        self.pos: nn.Parameter | None = None
+        if cfg.head_positions:
+            self.pos = nn.Parameter(torch.randn(cfg.seq_len, d) * 0.02)
 
     def forward(self, f: Tensor, valid: Tensor | None = None) -> Tensor:
         b, n, _ = f.shape
+        if self.pos is not None:
+            if n > self.pos.shape[0]:
+                raise ValueError(f"OrderHead: head_positions covers {self.pos.shape[0]} positions, got {n}")
+            f = f + self.pos[:n].to(f.dtype)
         rope = rotary_tables(torch.arange(n, device=f.device), f.shape[-1] // self.block.attn.n_head)
         mask = padding_mask(valid, False) if valid is not None else None
         h = self.block(f, self.cond.expand(b, -1), rope, mask, False)
