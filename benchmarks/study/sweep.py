@@ -1,5 +1,6 @@
 """Run a list of study jobs (benchmarks/study/run_one.py), at most --jobs at a time, each with 1 thread under
-nice. A job is one line "label seed data steps -- overrides...". Results append to --out (JSONL)."""
+nice. A job is one line "label seed data steps -- overrides..." (data "sudoku": a
+Sudoku 4x4 job of sudoku_one.py). Results append to --out (JSONL)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ def main() -> None:
             line = pending.pop(0)
             label, seed, data, steps, *rest = shlex.split(line)
             rest = [r for r in rest if r != "--"]
-            cmd = ["nice", "-n", "5", sys.executable, os.path.join(HERE, "run_one.py"), "--out", a.out,
-                   "--label", label, "--seed", seed, "--data", data, "--steps", steps, "--", *rest]
+            if data == "sudoku":  # Sudoku 4x4 solve-accuracy jobs (sudoku_one.py)
+                cmd = ["nice", "-n", "5", sys.executable, os.path.join(HERE, "sudoku_one.py"), "--out", a.out,
+                       "--label", label, "--seed", seed, "--steps", steps, "--", *rest]
+            else:
+                cmd = ["nice", "-n", "5", sys.executable, os.path.join(HERE, "run_one.py"), "--out", a.out,
+                       "--label", label, "--seed", seed, "--data", data, "--steps", steps, "--", *rest]
             log = open(os.path.join("/tmp/study", f"{label}-{seed}-{abs(hash(line)) % 10**6}.log"), "w")
             running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), line, time.time()))
         time.sleep(1)

@@ -1,0 +1,120 @@
+"""Tables for docs/lomdm.md from the study's JSONL outputs (benchmarks/study/*.jsonl).
+
+    python benchmarks/study/summarize.py benchmarks/study/main.jsonl
+
+Per model: mean over seeds of the validation NELBO in bits per sequence (± standard error over seeds, n − 1
+denominator; with one seed, the Monte-Carlo SE of the bound), its excess over the exact floor N bits, the paired
+difference to MDLM on the same training seed (mean ± SE over seeds), and the order metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import defaultdict
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m, float("nan")
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+
+def fmt(m: float, se: float, d: int = 2) -> str:
+    return f"{m:.{d}f}" if math.isnan(se) else f"{m:.{d}f} ± {se:.{d}f}"
+
+
+def latents_table(rows: list[dict]) -> str:
+    by = defaultdict(dict)
+    for r in rows:
+        by[r["label"]][r["seed"]] = r
+    ref = by.get("mdlm", {})
+    out = ["| model | seeds | NELBO bits/seq | excess over floor | Δ vs MDLM (paired) | valid samples | obs. after "
+           "all its latents | w latents / w obs. | ψ std (all masked) |", "|" + "---|" * 9]
+    for label, runs in by.items():
+        seeds = sorted(runs)
+        bits = [runs[s]["bits_seq"] for s in seeds]
+        m, se = mean_se(bits)
+        if len(seeds) == 1:
+            se = runs[seeds[0]].get("bits_seq_se", float("nan"))
+        floor = runs[seeds[0]]["floor_bits"]
+        paired = [runs[s]["bits_seq"] - ref[s]["bits_seq"] for s in seeds if s in ref]
+        dm, dse = mean_se(paired) if paired else (float("nan"), float("nan"))
+        d = "—" if label == "mdlm" or not paired else fmt(dm, dse) + (f" (n={len(paired)})")
+
+        def avg(key: str, runs=runs, seeds=seeds) -> str:
+            vals = [runs[s][key] for s in seeds if key in runs[s]]
+            return f"{sum(vals) / len(vals):.3f}" if vals else "—"
+
+        def sci(key: str, runs=runs, seeds=seeds) -> str:
+            vals = [runs[s][key] for s in seeds if key in runs[s]]
+            return f"{sum(vals) / len(vals):.1e}" if vals else "—"
+
+        w = (f"{avg('w_latents')} / {avg('w_obs')}" if any("w_latents" in runs[s] for s in seeds) else "—")
+        out.append(f"| {label} | {','.join(map(str, seeds))} | {fmt(m, se)} | {fmt(m - floor, se)} | {d} | "
+                   f"{avg('valid_frac')} | {avg('obs_after_latents')} | {w} | {sci('psi_allmasked_std')} |")
+    return "\n".join(out)
+
+
+PAIRS = (("lomdm", "lomdm-const"), ("lomdm-log", "lomdm-const"), ("lomdm-hp", "lomdm"), ("lomdm-const", "mdlm"),
+         ("oracle-lf", "mdlm"), ("oracle-lf", "oracle-of"), ("ar-easy", "oracle-lf"))
+
+
+def paired_table(rows: list[dict]) -> str:
+    """Paired differences (bits/sequence) on the same training seeds: mean ± SE over seeds."""
+    by = defaultdict(dict)
+    for r in rows:
+        by[r["label"]][r["seed"]] = r
+    out = ["| difference | seeds | Δ bits/seq |", "|---|---|---|"]
+    for a, b in PAIRS:
+        seeds = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+        if not seeds:
+            continue
+        m, se = mean_se([by[a][s]["bits_seq"] - by[b][s]["bits_seq"] for s in seeds])
+        out.append(f"| {a} − {b} | {','.join(map(str, seeds))} | {fmt(m, se)} |")
+    return "\n".join(out)
+
+
+def sudoku_table(rows: list[dict]) -> str:
+    by = defaultdict(list)
+    for r in rows:
+        by[r["label"]].append(r)
+    samplers = ("first-hitting", "topk", "confidence", "margin")
+    out = ["| model | seeds | NELBO nats/token | " + " | ".join(f"solved ({s})" for s in samplers) + " |",
+           "|" + "---|" * (3 + len(samplers))]
+    for label, runs in by.items():
+        cells = []
+        for s in samplers:
+            accs = [r[f"acc_{s}"] for r in runs]
+            m, se = mean_se(accs)
+            if len(runs) == 1:
+                se = runs[0][f"se_{s}"]
+            cells.append(fmt(m, se, 3))
+        nm, nse = mean_se([r["nelbo"] for r in runs])
+        out.append(f"| {label} | {','.join(str(r['seed']) for r in runs)} | {fmt(nm, nse, 3)} | "
+                   + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    rows = [json.loads(line) for p in sys.argv[1:] for line in open(p) if line.strip()]
+    lat = [r for r in rows if "bits_seq" in r]
+    sud = [r for r in rows if "acc_topk" in r]
+    for data in sorted({r["data"].replace("latents-perm", "latents").split(",order=")[0] for r in lat}):
+        sub = [r for r in lat if r["data"].replace("latents-perm", "latents").split(",order=")[0] == data]
+        print(f"\n{data}\n")
+        for r in sub:  # the AR rows carry their order in the label
+            if "latents-perm" in r["data"] and not r["label"].startswith("ar-"):
+                r["label"] = "ar-" + r["data"].split("order=")[1]
+        print(latents_table(sub))
+        print()
+        print(paired_table(sub))
+    if sud:
+        print("\nsudoku:box=2\n")
+        print(sudoku_table(sud))
+
+
+if __name__ == "__main__":
+    main()
