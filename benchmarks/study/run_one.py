@@ -100,7 +100,7 @@ def main() -> None:
 
     over = {**BACKBONE, "data": a.data, "steps": a.steps, "seed": a.seed, "threads": 1, "eval_every": 0,
             "final_eval_batches": 16, "ckpt_every": 10 ** 9, "num_samples": 1, "max_minutes": 0.0,
-            "out_dir": a.run_dir, "name": f"{a.label}-s{a.seed}-{a.data.replace(':', '_').replace(',', '_')}"}
+            "out_dir": a.run_dir, "name": f"{a.label}-s{a.seed}-{a.steps}-{a.data.replace(':', '_').replace(',', '_')}"}
     over.update(parse_overrides(a.rest))
     cfg = build_config(over)
     t0 = time.time()

@@ -102,9 +102,12 @@ def main() -> None:
     rows = [json.loads(line) for p in sys.argv[1:] for line in open(p) if line.strip()]
     lat = [r for r in rows if "bits_seq" in r]
     sud = [r for r in rows if "acc_topk" in r]
-    for data in sorted({r["data"].replace("latents-perm", "latents").split(",order=")[0] for r in lat}):
-        sub = [r for r in lat if r["data"].replace("latents-perm", "latents").split(",order=")[0] == data]
-        print(f"\n{data}\n")
+    def key(r: dict) -> tuple[str, int]:
+        return r["data"].replace("latents-perm", "latents").split(",order=")[0], r["steps"]
+
+    for data, steps in sorted({key(r) for r in lat}):
+        sub = [r for r in lat if key(r) == (data, steps)]
+        print(f"\n{data}, {steps} steps\n")
         for r in sub:  # the AR rows carry their order in the label
             if "latents-perm" in r["data"] and not r["label"].startswith("ar-"):
                 r["label"] = "ar-" + r["data"].split("order=")[1]

@@ -19,13 +19,15 @@ def main() -> None:
     ap.add_argument("jobs_file")
     ap.add_argument("--out", required=True)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--also_count", default="", help="comma-separated pids of runs already going: they hold slots")
     a = ap.parse_args()
     lines = [ln.strip() for ln in open(a.jobs_file) if ln.strip() and not ln.startswith("#")]
     pending = list(lines)
     running: list[tuple[subprocess.Popen, str, float]] = []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     while pending or running:
-        while pending and len(running) < a.jobs:
+        external = [int(p) for p in a.also_count.split(",") if p and os.path.exists(f"/proc/{p}")]
+        while pending and len(running) + len(external) < a.jobs:
             line = pending.pop(0)
             label, seed, data, steps, *rest = shlex.split(line)
             rest = [r for r in rest if r != "--"]
