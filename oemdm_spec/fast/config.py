@@ -274,7 +274,7 @@ def build_config(overrides: dict[str, Any] | None = None, base: TrainConfig | No
             implied = data_defaults(overrides["data"])
         except (ValueError, KeyError) as e:
             raise ConfigError(f"data {overrides['data']!r}: {e}") from None
-        implied = {k: v for k, v in implied.items() if k not in overrides and k != "protocol"}
+        implied = {k: v for k, v in implied.items() if k not in overrides}
         if "seq_len" in implied and "sample_len" not in overrides:
             implied["sample_len"] = implied["seq_len"]  # the final sample has the data's length
         overrides = {**implied, **overrides}
