@@ -13,3 +13,5 @@ for eps in 0.1 0.03 0.01; do
 done
 run --model oemdm-block --block_size 4 --eps 0.01 --name block4-eps0.01
 run --model bd3lm --block_size 4 --name bd3lm4
+# the bound of each run as `oemdm eval` prints it (validation split, 4 batches of 64 sequences)
+for r in "$OUT"/*/; do nice -n 5 oemdm eval "$r" --max-batches 4 --repeats 4; done
