@@ -150,6 +150,8 @@ def _save_into(root: Path, tmp: Path, step: int, model: nn.Module, ema: nn.Modul
         shutil.rmtree(aside, ignore_errors=True)
     latest_tmp = root / ".latest.tmp"
     latest_tmp.write_text(final.name + "\n")
+    if (root / "latest").is_dir() and not (root / "latest").is_symlink():  # a stray directory in its place
+        shutil.rmtree(root / "latest")
     os.replace(latest_tmp, root / "latest")
     old = sorted(p for p in root.glob("step_*") if p.is_dir())
     for p in old[:-keep] if keep > 0 else []:

@@ -65,10 +65,31 @@ def _occupied(run_dir: Path) -> bool:
     return any(p.name != LOCK_NAME for p in run_dir.iterdir())
 
 
+def check_owner(run_dir: Path) -> None:
+    """Refuse a run directory another live process holds (read-only probe: nothing is created)."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = read_pid(fd)
+        raise ConfigError(f"run directory {str(run_dir)!r} is in use by another oemdm process (pid "
+                          f"{holder or 'unknown'}, holding {LOCK_NAME}); wait for it to finish, stop it, or use "
+                          "another --name") from None
+    finally:
+        os.close(fd)
+
+
 def check_fresh_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Before anything is written: refuse an existing, non-empty run directory unless ``overwrite``."""
+    """Before anything is written: refuse a run directory in use, and an existing, non-empty one unless
+    ``overwrite``."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run directory {str(run_dir)!r} exists and is not a directory")
+    if run_dir.is_dir():
+        check_owner(run_dir)
     if run_dir.is_dir() and _occupied(run_dir) and not overwrite:
         raise ConfigError(
             f"run directory {str(run_dir)!r} already exists; a fresh run never reuses one. Use "
