@@ -65,7 +65,10 @@ def draw_and_render(model, tok, cfg, out_png: Path, *, num: int, seed: int, samp
     tokens, order = sample(model, num, length=length, sampler=sampler, steps=steps, seed=seed, init=init)
     pieces = [[tok.decode([int(i)]) for i in row] for row in tokens]
     texts = ["".join(p) for p in pieces] if cfg.tokenizer == "char" else None
-    plot_order_heatmap(order, out_png, texts=texts, title=f"{cfg.model}: generation order ({sampler})")
+    try:
+        plot_order_heatmap(order, out_png, texts=texts, title=f"{cfg.model}: generation order ({sampler})")
+    except OSError as e:
+        raise UsageError(f"cannot write {str(out_png)!r}: {e.strerror or e}") from None
     ent = sample_entropy(tokens)
     return render_with_order(pieces[0], order[0].tolist()), ent
 
@@ -77,8 +80,9 @@ def draw_and_render(model, tok, cfg, out_png: Path, *, num: int, seed: int, samp
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from oemdm_spec.fast.checkpoint import CheckpointError
     from oemdm_spec.fast.config import ConfigError, build_config, parse_overrides
+    from oemdm_spec.fast.evaluate import NonFiniteBound
     from oemdm_spec.fast.plots import plot_order_stats, plot_training
-    from oemdm_spec.fast.trainer import TrainingDiverged, train
+    from oemdm_spec.fast.trainer import OutputError, TrainingDiverged, train
 
     try:
         overrides = parse_overrides(extra)
@@ -86,9 +90,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     except ConfigError as e:
         return _fail(str(e))
     try:
-        res = train(cfg, resume=args.resume, overrides=overrides if args.resume else None)
-    except (ConfigError, CheckpointError, FileNotFoundError, TrainingDiverged) as e:
+        res = train(cfg, resume=args.resume, overrides=overrides if args.resume else None,
+                    overwrite=args.overwrite)
+    except (ConfigError, CheckpointError, FileNotFoundError, TrainingDiverged, OutputError, NonFiniteBound) as e:
         return _fail(str(e))
+    if res.note is not None:  # a resume with nothing to do
+        print(f"[oemdm] {res.note}", file=sys.stderr)
+        return 0
     if res.interrupted is not None:
         import signal
 
@@ -100,7 +108,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = res.config
     unit = unit_for(cfg.tokenizer)
     run = res.run_dir
-    plot_training(run / "log.csv", run / "training.png", title=f"{cfg.model} ({cfg.preset})")
+    try:
+        plot_training(run / "log.csv", run / "training.png", title=f"{cfg.model} ({cfg.preset})")
+    except (OSError, ValueError) as e:
+        return _fail(f"cannot draw {run / 'training.png'}: {e}")
     pngs = [run / "training.png"]
     order_logged = res.model.process.order_stats
     if order_logged and plot_order_stats(run / "order_stats.csv", run / "order_stats.png"):
@@ -130,12 +141,26 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _check_sizes(args: argparse.Namespace, minimum: dict[str, int]) -> None:
-    """Integer options with a lower bound (a clear message instead of a traceback or a silent 0 bound)."""
+def _check_sizes(args: argparse.Namespace, minimum: dict[str, int], maximum: dict[str, int] | None = None) -> None:
+    """Integer options with a range (a clear message instead of a traceback, a silent 0 bound, or minutes of
+    work before running out of memory)."""
     for name, low in minimum.items():
         value = getattr(args, name)
         if value < low:
             raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    for name, high in (maximum or {}).items():
+        value = getattr(args, name)
+        if value > high:
+            raise UsageError(f"--{name.replace('_', '-')} must be <= {high:,}, got {value}")
+
+
+# upper bounds of the eval/sample options (docs/reliability.md): beyond them a command runs for hours or
+# cannot hold its output; samples are drawn in chunks of SAMPLE_CHUNK sequences
+MAX_REPEATS = 1000
+MAX_SAMPLES = 10_000
+MAX_LENGTH_FACTOR = 16  # --length <= 16 x the model's seq_len
+MAX_GRID_STEPS_FACTOR = 64  # grid --steps <= 64 x the length
+SAMPLE_CHUNK = 64
 
 
 def _eval_split(cfg, tok, data: str, split: str):
@@ -153,7 +178,8 @@ def _eval_split(cfg, tok, data: str, split: str):
     try:
         got_tok, ds = build_datasets(ecfg, splits=(split,))
     except (ValueError, OSError, ImportError) as e:
-        raise UsageError(f"--data {data!r} --split {split}: {e}") from None
+        raise UsageError(f"--data {data!r} --split {split}: {e} (evaluate on other text with --text FILE or "
+                         "--data SPEC)") from None
     if got_tok.vocab_size != tok.vocab_size:
         raise UsageError(f"--data {data!r}: vocabulary {got_tok.vocab_size} does not match the run's {tok.vocab_size}")
     return ds
@@ -162,9 +188,10 @@ def _eval_split(cfg, tok, data: str, split: str):
 def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         return _fail(f"unexpected arguments for eval: {' '.join(extra)}")
-    _check_sizes(args, {"repeats": 1, "batch_size": 1, "max_batches": 0})
+    _check_sizes(args, {"repeats": 1, "batch_size": 1, "max_batches": 0},
+                 {"repeats": MAX_REPEATS, "batch_size": 1 << 20})
     from oemdm_spec.data import PackedDataset
-    from oemdm_spec.fast.evaluate import evaluate_bound
+    from oemdm_spec.fast.evaluate import NonFiniteBound, evaluate_bound
 
     model, cfg, tok, ck = load_run(args.run, use_ema=not args.no_ema)
     stats = None
@@ -193,7 +220,11 @@ def cmd_eval(args: argparse.Namespace, extra: list[str]) -> int:
         source = f"{data}:{args.split}"
         if hasattr(ds, "text_stats"):
             stats = ds.text_stats()
-    ev = evaluate_bound(model, batches, seed=args.seed, repeats=args.repeats, max_batches=args.max_batches or None)
+    try:
+        ev = evaluate_bound(model, batches, seed=args.seed, repeats=args.repeats,
+                            max_batches=args.max_batches or None)
+    except NonFiniteBound as e:
+        return _fail(f"{ck}: {e}")
     unit = unit_for(cfg.tokenizer)
     print(f"{cfg.model} @ {ck} on {source}")
     print(ev.describe(unit))
@@ -224,10 +255,19 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.sampler not in SAMPLERS + ADAPTIVE_SAMPLERS:
         return _fail(f"--sampler must be one of {', '.join(SAMPLERS + ADAPTIVE_SAMPLERS)}, got {args.sampler!r}")
-    _check_sizes(args, {"num": 1, "length": 0, "steps": 0})
+    _check_sizes(args, {"num": 1, "length": 0, "steps": 0}, {"num": MAX_SAMPLES})
+    if args.out:
+        outp = Path(args.out)
+        if outp.suffix.lower() != ".png":
+            return _fail(f"--out must name a .png file, got {args.out!r}")
+        if not outp.parent.is_dir():
+            return _fail(f"--out: the directory {str(outp.parent)!r} does not exist")
     model, cfg, tok, ck = load_run(args.run)
     init = None
     length = args.length or cfg.seq_len
+    if length > MAX_LENGTH_FACTOR * cfg.seq_len:
+        return _fail(f"--length must be <= {MAX_LENGTH_FACTOR} x the model's seq_len ({cfg.seq_len}) = "
+                     f"{MAX_LENGTH_FACTOR * cfg.seq_len}, got {length}")
     if args.infill:
         if cfg.tokenizer != "char":
             return _fail("--infill needs a char-tokenizer run")
@@ -236,23 +276,36 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
         except (ValueError, KeyError, IndexError) as e:
             return _fail(f"--infill: {e}")
         length = init.shape[1]
+    if args.steps > MAX_GRID_STEPS_FACTOR * length:
+        return _fail(f"--steps must be <= {MAX_GRID_STEPS_FACTOR} x the length ({length}) = "
+                     f"{MAX_GRID_STEPS_FACTOR * length}, got {args.steps}")
     out = Path(args.out) if args.out else ck.parent.parent / "samples_order.png"
-    import torch
-
     from oemdm_spec.fast.plots import plot_order_heatmap
     from oemdm_spec.fast.sample import render_with_order, sample, sample_entropy
 
-    tokens, order = sample(model, args.num, length=length, sampler=args.sampler, steps=args.steps,
-                           seed=args.seed, init=init)
-    for i, row in enumerate(tokens):
-        pieces = [tok.decode([int(j)]) for j in row]
-        print(f"--- sample {i} ---")
-        print(render_with_order(pieces, order[i].tolist()))
-    texts = ["".join(tok.decode([int(j)]) for j in row) for row in tokens] if cfg.tokenizer == "char" else None
-    plot_order_heatmap(order, out, texts=texts, title=f"{cfg.model}: generation order ({args.sampler})")
-    print(f"sample entropy: {sample_entropy(tokens):.3f} nats (token-histogram entropy per sample, mean)")
+    # streamed: chunks of SAMPLE_CHUNK sequences (chunk c uses seed + c; one chunk is exactly the one-call
+    # result), each printed as it is drawn; the heatmap shows the first chunk
+    first_order, first_texts, ent_sum = None, None, 0.0
+    for c, lo in enumerate(range(0, args.num, SAMPLE_CHUNK)):
+        n = min(SAMPLE_CHUNK, args.num - lo)
+        tokens, order = sample(model, n, length=length, sampler=args.sampler, steps=args.steps,
+                               seed=args.seed + c, init=None if init is None else init[lo:lo + n])
+        for i, row in enumerate(tokens):
+            pieces = [tok.decode([int(j)]) for j in row]
+            print(f"--- sample {lo + i} ---")
+            print(render_with_order(pieces, order[i].tolist()), flush=True)
+        ent_sum += sample_entropy(tokens) * n
+        if first_order is None:
+            first_order = order
+            first_texts = (["".join(tok.decode([int(j)]) for j in row) for row in tokens]
+                           if cfg.tokenizer == "char" else None)
+    try:
+        plot_order_heatmap(first_order, out, texts=first_texts,
+                           title=f"{cfg.model}: generation order ({args.sampler})")
+    except OSError as e:  # a read-only run directory, a vanished --out directory
+        return _fail(f"cannot write the heatmap {str(out)!r}: {e.strerror or e}")
+    print(f"sample entropy: {ent_sum / args.num:.3f} nats (token-histogram entropy per sample, mean)")
     print(f"order heatmap: {out}")
-    del torch
     return 0
 
 
@@ -275,11 +328,16 @@ def cmd_plot(args: argparse.Namespace, extra: list[str]) -> int:
     run = Path(args.run)
     if not (run / "log.csv").exists():
         return _fail(f"no log.csv in {args.run!r} (expected a run directory)")
-    outs = [plot_training(run / "log.csv", run / "training.png", title=run.name)]
-    if (run / "order_stats.csv").exists():
-        p = plot_order_stats(run / "order_stats.csv", run / "order_stats.png")
-        if p:
-            outs.append(p)
+    try:
+        outs = [plot_training(run / "log.csv", run / "training.png", title=run.name)]
+        if (run / "order_stats.csv").exists():
+            p = plot_order_stats(run / "order_stats.csv", run / "order_stats.png")
+            if p:
+                outs.append(p)
+    except ValueError as e:  # a garbled log
+        return _fail(str(e))
+    except OSError as e:  # a read-only run directory
+        return _fail(f"cannot write the plots into {args.run!r}: {e.strerror or e}")
     for p in outs:
         print(p)
     return 0
@@ -310,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train a model. Any config key can be overridden with --key value.",
                         epilog="config keys (default with the tiny preset, meaning):\n" + config_help())
     tr.add_argument("--resume", metavar="RUN", help="continue a run directory exactly where it stopped")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace an existing run directory of the same --name (its contents are deleted)")
     ev = sub.add_parser("eval", help="NELBO bound and perplexity bound with MC standard error")
     ev.add_argument("run", help="run directory or checkpoint directory")
     ev.add_argument("--text", help="evaluate zero-shot on this text file instead of a corpus split")

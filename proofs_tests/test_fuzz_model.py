@@ -55,7 +55,9 @@ def models(draw, time_conditioning: bool = True) -> OeMDM:
     cfg = ModelConfig(vocab_size=draw(st.integers(1, 12)), seq_len=seq_len, model_type=typ, n_layer=1,
                       n_head=2, d_model=draw(st.sampled_from([8, 16])), cond_dim=8, block_size=block,
                       time_conditioning=time_conditioning and process_class(typ).time_conditioning_ok
-                      and draw(st.booleans()))
+                      and draw(st.booleans()),
+                      order_w=tuple(draw(st.lists(st.floats(0.05, 4.0), min_size=seq_len, max_size=seq_len)))
+                      if typ == "oemdm-fixed" else ())
     model = OeMDM(cfg)
     # the output layer is zero-initialised: perturb all weights so that the test sees non-trivial logits
     with torch.no_grad():
@@ -86,7 +88,7 @@ def test_loss_is_finite_with_finite_gradients_for_every_model_type(model, batch,
 def test_loss_rejects_tokens_outside_the_vocabulary(typ, bad):
     torch.manual_seed(0)
     model = OeMDM(ModelConfig(vocab_size=5, seq_len=8, model_type=typ, n_layer=1, n_head=2, d_model=8,
-                              cond_dim=8))
+                              cond_dim=8, order_w=(1.0,) * 8 if typ == "oemdm-fixed" else ()))
     x = torch.randint(0, 5, (2, 8))
     x[0, 3] = {"mask": 5, "beyond": 9, "negative": -1}[bad]
     K = samples_for(model, 2)

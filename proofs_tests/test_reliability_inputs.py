@@ -65,7 +65,7 @@ BAD_CONFIG = [
     ({"t_min": -0.5}, "t_min"),
     ({"t_min": "nan"}, "t_min"),
     ({"preset": "huge"}, "tiny, gpt2-small"),
-    ({"model": "gpt"}, "mdlm, genmd4, lomdm, bd3lm, ar, oemdm-arm, oemdm-block"),
+    ({"model": "gpt"}, "mdlm, genmd4, lomdm, oemdm-fixed, bd3lm, ar, oemdm-arm, oemdm-block"),
     ({"model": "bd3lm", "seq_len": 18, "block_size": 4}, "multiple of block_size"),
     ({"steps": 0}, "steps"),
     ({"batch_size": -4}, "batch_size"),

@@ -128,3 +128,9 @@ def test_data_implies_its_protocol_unless_overridden() -> None:
     assert (cfg.tokenizer, cfg.seq_len) == ("bert-base-uncased", 64)
     assert build_config({"preset": "gpt2-small"}).data == "owt"
     assert build_config({}).data == "embedded" and build_config({}).seq_len == 64
+
+
+def test_a_path_keeps_the_presets_tokenizer(tmp_path) -> None:
+    cfg = build_config({"preset": "gpt2-small", "data": str(tmp_path)})
+    assert (cfg.tokenizer, cfg.seq_len) == ("gpt2", 1024)
+    assert build_config({"data": str(tmp_path)}).tokenizer == "char"

@@ -55,17 +55,20 @@ def tokenizer_for(cfg: Any) -> Any:
 
 
 def data_defaults(data: str) -> dict[str, Any]:
-    """The keys a data spec implies unless given explicitly: tokenizer, seq_len (named corpora and tasks) and
-    protocol. Plain paths and the embedded corpus keep the preset's seq_len."""
+    """The keys a data spec implies unless given explicitly: a named corpus (``lm1b``, ``owt``, …) its
+    protocol's tokenizer and seq_len, a task its alphabet and length. A plain path or the embedded corpus
+    implies nothing: the preset's tokenizer and length stay (``--preset gpt2-small --data DIR`` is GPT-2 BPE)."""
     if is_task(data):
         task = get_task_for(data)
-        return {"tokenizer": "task", "seq_len": int(task.seq_len), "protocol": "task"}
+        return {"tokenizer": "task", "seq_len": int(task.seq_len)}
     from oemdm_spec.data import protocol_defaults
     from oemdm_spec.data.corpora import SPEC_DEFAULTS
 
-    d = protocol_defaults(data)
-    named = str(data).split(":")[0] in SPEC_DEFAULTS and str(data) != "embedded"
-    return d if named else {"tokenizer": d["tokenizer"], "protocol": d["protocol"]}
+    name = str(data).split(":")[0]
+    if name in SPEC_DEFAULTS and name != "embedded":
+        d = protocol_defaults(data)
+        return {"tokenizer": d["tokenizer"], "seq_len": d["seq_len"]}
+    return {}
 
 
 def build_datasets(cfg: Any, splits: tuple[str, ...] = ("train", "validation")) -> tuple[Any, ...]:

@@ -24,6 +24,7 @@ import itertools
 import multiprocessing
 import os
 import re
+import signal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -94,7 +95,13 @@ class EncodedChunk:
         return np.split(self.ids, np.cumsum(self.lengths)[:-1]) if self.lengths.size else []
 
 
-def _worker_init(tokenizer: Tokenizer, detok: str | None) -> None:
+def _worker_init(tokenizer: Tokenizer, detok: str | None, worker: bool = False) -> None:
+    if worker:
+        # A forked worker inherits the parent's Python signal handlers: the trainer's SIGTERM handler only sets
+        # a flag, so Pool.terminate() (which sends SIGTERM) would wait forever for a worker that never exits.
+        # Workers die on SIGTERM and leave Ctrl-C to the parent.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["tok"], _WORKER["detok"] = tokenizer, DETOKENIZERS[detok] if detok else None
 
 
@@ -136,7 +143,7 @@ def encode_chunks(
     # thread each anyway.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with ctx.Pool(num_proc, initializer=_worker_init, initargs=(tokenizer, detokenizer)) as pool:
+    with ctx.Pool(num_proc, initializer=_worker_init, initargs=(tokenizer, detokenizer, True)) as pool:
         yield from pool.imap(_encode_chunk, chunks, chunksize=1)
 
 

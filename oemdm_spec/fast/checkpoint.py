@@ -3,7 +3,9 @@
 Layout of ``<run>/checkpoints/step_000600/``:
 - ``model.safetensors`` — the weights;  ``ema.safetensors`` — their EMA (when enabled);
 - ``optim.safetensors`` — AdamW state tensors, keyed ``<param index>.<name>``;
-- ``state.json`` — optimiser hyper-parameters, step, data position, RNG state, config.
+- ``state.json`` — optimiser hyper-parameters, step, data position, RNG state, config, the CPU thread count
+  and a sha256 of every other file of the directory (verified on load).
+All files of a checkpoint get the same mode (0666 less the umask, like any file the run writes).
 The directory is written under a temporary name and renamed into place (atomic on POSIX), then
 ``<run>/checkpoints/latest`` (a one-line file) is replaced atomically. A crash leaves either the old or the new
 checkpoint, never a mixture.
@@ -12,6 +14,7 @@ checkpoint, never a mixture.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -62,6 +65,21 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def file_mode() -> int:
+    """The mode of an ordinary new file under the current umask (safetensors creates its files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def remove_stale_temporaries(root: Path) -> None:
     """Remove ``.tmp_step_*`` / ``.old_step_*`` leftovers of a writer that was killed mid-save. Only one
     process (rank 0 of one run) writes a run's checkpoints, so any such entry seen before a save is stale."""
@@ -102,6 +120,11 @@ def _save_into(root: Path, tmp: Path, step: int, model: nn.Module, ema: nn.Modul
         save_file(_contiguous(ema.state_dict()), str(tmp / "ema.safetensors"))
     otensors, ometa = optimizer_tensors(opt)
     save_file(otensors, str(tmp / "optim.safetensors"))
+    mode = file_mode()
+    files = {}
+    for f in sorted(tmp.glob("*.safetensors")):
+        os.chmod(f, mode)
+        files[f.name] = sha256_file(f)
     state = {
         "step": step,
         "optimizer": ometa,
@@ -109,10 +132,13 @@ def _save_into(root: Path, tmp: Path, step: int, model: nn.Module, ema: nn.Modul
         "rng": {"torch_cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
                 "note": "training noise derives from (seed, step); this is for completeness"},
         "config": config,
+        "threads": torch.get_num_threads(),  # bitwise resume on CPU needs the same intra-op thread count
         **(extra or {}),
+        "sha256": files,
     }
     with open(tmp / "state.json", "w") as f:
         json.dump(state, f, indent=1)
+    os.chmod(tmp / "state.json", mode)
     aside = None
     if final.exists():  # the same step written again (a resumed run that had already finished)
         # move the old one aside rather than delete it first; a kill in between leaves `latest` naming a
@@ -124,6 +150,8 @@ def _save_into(root: Path, tmp: Path, step: int, model: nn.Module, ema: nn.Modul
         shutil.rmtree(aside, ignore_errors=True)
     latest_tmp = root / ".latest.tmp"
     latest_tmp.write_text(final.name + "\n")
+    if (root / "latest").is_dir() and not (root / "latest").is_symlink():  # a stray directory in its place
+        shutil.rmtree(root / "latest")
     os.replace(latest_tmp, root / "latest")
     old = sorted(p for p in root.glob("step_*") if p.is_dir())
     for p in old[:-keep] if keep > 0 else []:
@@ -134,21 +162,33 @@ def _save_into(root: Path, tmp: Path, step: int, model: nn.Module, ema: nn.Modul
 def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a run directory, its checkpoints/ directory, or a step directory.
 
-    If ``latest`` names a directory that is gone (a kill while the same step was being written again), the
-    newest complete ``step_*`` directory is used instead: every step directory is complete by construction.
+    If ``latest`` is missing (a kill between the first step directory and ``latest``), unreadable, not a file,
+    or names a directory that is gone (a kill while the same step was being written again), the newest
+    complete ``step_*`` directory is used instead: every step directory is complete by construction.
     """
     p = Path(path)
     if (p / "state.json").exists():
         return p
     for root in (p / "checkpoints", p):
-        if (root / "latest").exists():
-            named = root / (root / "latest").read_text().strip()
-            if (named / "state.json").exists():
-                return named
-            steps = sorted(d for d in root.glob("step_*") if (d / "state.json").exists())
-            if steps:
-                return steps[-1]
+        latest = root / "latest"
+        steps = sorted(d for d in root.glob("step_*") if (d / "state.json").is_file()) if root.is_dir() else []
+        named = None
+        if latest.is_file():
+            try:
+                text = latest.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if text and "/" not in text and text not in (".", ".."):
+                named = root / text
+                if (named / "state.json").is_file():
+                    return named
+        if steps:
+            return steps[-1]
+        if named is not None:
             return named
+        if latest.exists():
+            raise FileNotFoundError(f"no checkpoint found at {str(path)!r}: {latest} is not a one-line file naming "
+                                    "a step directory, and there is no complete step_* directory")
     raise FileNotFoundError(f"no checkpoint found at {str(path)!r} (expected a run dir or step dir)")
 
 
@@ -163,7 +203,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             state = json.load(f)
         if not isinstance(state, dict) or "step" not in state or "config" not in state:
             raise ValueError("no step/config entries")
+        if not isinstance(state["config"], dict) or isinstance(state["step"], bool) or not isinstance(
+                state["step"], int) or state["step"] < 0:
+            raise ValueError(f"config must be a mapping and step an int >= 0, got step={state['step']!r}")
         state["dir"] = str(ck)
+        sums = state.get("sha256") or {}  # checkpoints written before checksums have none
+        if not isinstance(sums, dict):
+            raise ValueError("sha256 is not a mapping of file names to checksums")
+        for fname, want in sums.items():
+            name = str(fname)
+            if (ck / name).exists() and sha256_file(ck / name) != want:
+                raise ValueError(f"sha256 mismatch (the file was changed or corrupted after it was written; "
+                                 f"state.json records {str(want)[:12]}…)")
         name = "model.safetensors"
         state["model"] = load_file(str(ck / name))
         name = "ema.safetensors"

@@ -148,10 +148,14 @@ class TrainConfig:
             raise ConfigError(f"task data has its own alphabet: tokenizer must be 'task', got {self.tokenizer!r}")
         if not is_task(self.data) and self.tokenizer not in TOKENIZER_NAMES:
             raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZER_NAMES)}, got {self.tokenizer!r}")
-        for key in ("steps", "batch_size", "K", "log_every", "eval_batch_size", "final_eval_batches", "num_samples",
-                    "sample_len"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key, (low, high) in INT_RANGES.items():  # every size-like key has a range (docs/reliability.md)
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{key} must be an int in [{low}, {high:,}], got {value!r}")
+        for key, (low, high) in FLOAT_RANGES.items():
+            value = getattr(self, key)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ConfigError(f"{key} must be a finite number in [{low}, {high}], got {value}")
         if self.name and (self.name in (".", "..") or "/" in self.name or os.sep in self.name):
             raise ConfigError(f"name must be a plain directory name inside out_dir (no '/', not '.' or '..'), "
                               f"got {self.name!r}")
@@ -184,12 +188,40 @@ class TrainConfig:
         for k in d:
             if k not in known:
                 raise ConfigError(unknown_key_message(str(k)).replace("unknown config key --", "unknown config key "))
+        types = _field_types()
+        for k, v in d.items():  # a hand-edited or corrupted config: a wrong type names the key, not a traceback
+            typ = str(types[k])
+            ok = (isinstance(v, bool) if typ == "bool" else
+                  isinstance(v, int) and not isinstance(v, bool) if typ == "int" else
+                  isinstance(v, (int, float)) and not isinstance(v, bool) if typ == "float" else
+                  isinstance(v, str) if typ == "str" else True)
+            if not ok:
+                raise ConfigError(f"config key {k} must be of type {typ}, got {v!r}")
         return cls(**d)
 
     @classmethod
     def load(cls, path: str) -> TrainConfig:
         with open(path) as f:
             return cls.from_dict(json.load(f))
+
+
+# Ranges of the size-like and rate-like keys (inclusive). The upper bounds refuse what cannot fit or would run
+# for hours before doing anything useful (a 10**6-token sample, a 2**64 seed torch cannot take); the lower
+# bounds refuse what would crash later (eval_batches 0 at the first evaluation). lr, t_min, beta2 and ema keep
+# their own (open-interval) checks above; c1, c2, log_range and eps are checked in ModelConfig.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "seq_len": (1, 1 << 17), "n_layer": (1, 1024), "n_head": (1, 1024), "d_model": (1, 1 << 16),
+    "cond_dim": (1, 1 << 16), "K": (1, 64), "block_size": (1, 1 << 17), "steps": (1, 10**10),
+    "batch_size": (1, 1 << 20), "warmup": (0, 10**10), "seed": (0, 2**63 - 1), "log_every": (1, 10**10),
+    "eval_every": (0, 10**10), "eval_batches": (1, 10**6), "final_eval_batches": (1, 10**6),
+    "eval_batch_size": (1, 1 << 20), "order_stats_every": (0, 10**10), "ckpt_every": (0, 10**10),
+    "sample_len": (1, 16384), "num_samples": (1, 1024), "stop_at": (0, 10**10), "max_bad_steps": (0, 10**6),
+    "threads": (0, 4096),
+}
+FLOAT_RANGES: dict[str, tuple[float, float]] = {
+    "lr": (0.0, 10.0), "head_lr": (0.0, 10.0), "weight_decay": (0.0, 100.0), "grad_clip": (0.0, 1e6),
+    "max_minutes": (0.0, 10.0**7),
+}
 
 
 # Presets set sizes and schedules; explicit --key value overrides always win.
@@ -255,7 +287,13 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"--{key} needs a value")
             val = args[i + 1]
             i += 1
-        out[key] = parse_value(key, val)
+        value = parse_value(key, val)
+        if key in out:
+            import sys
+
+            print(f"oemdm: warning: --{key} given twice ({out[key]!r}, then {value!r}); using {value!r}",
+                  file=sys.stderr)
+        out[key] = value
         i += 1
     return out
 
@@ -277,7 +315,7 @@ def build_config(overrides: dict[str, Any] | None = None, base: TrainConfig | No
             implied = data_defaults(overrides["data"])
         except (ValueError, KeyError) as e:
             raise ConfigError(f"data {overrides['data']!r}: {e}") from None
-        implied = {k: v for k, v in implied.items() if k not in overrides and k != "protocol"}
+        implied = {k: v for k, v in implied.items() if k not in overrides}
         if "seq_len" in implied and "sample_len" not in overrides:
             implied["sample_len"] = implied["seq_len"]  # the final sample has the data's length
         overrides = {**implied, **overrides}

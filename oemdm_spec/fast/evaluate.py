@@ -25,7 +25,16 @@ from torch import Tensor
 from .model import OeMDM
 from .time_density import mixture_inverse_cdf, mixture_log_density
 
-__all__ = ["EvalResult", "evaluate_bound", "mixture_inverse_cdf", "mixture_log_density", "sequence_bound"]
+__all__ = ["EvalResult", "NonFiniteBound", "evaluate_bound", "mixture_inverse_cdf", "mixture_log_density",
+           "sequence_bound"]
+
+
+class NonFiniteBound(ValueError):
+    """Non-finite weights or a non-finite bound estimate: no bound is reported (the CLI exits with code 2)."""
+
+
+def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
+    return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
 @torch.no_grad()
@@ -49,7 +58,10 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nelbo)
+        try:
+            return math.exp(self.nelbo)
+        except OverflowError:  # a finite but diverged model: the bound on perplexity is inf, not a crash
+            return math.inf
 
     def describe(self, unit: str = "token") -> str:
         return (f"NELBO <= {self.nelbo:.4f} ± {self.se:.4f} nats/{unit} = {self.bits:.4f} ± "
@@ -63,7 +75,14 @@ def evaluate_bound(model: OeMDM, batches: Iterable[Tensor], *, seed: int = 1234,
     """Antithetic estimate of the NELBO over ``batches`` with a fixed seed.
 
     A batch is ids (B, L), or (ids, valid) for padded data: then padding is never masked nor scored and the
-    bound is per real token, Σ_sequences NELBO / Σ real tokens (MDLM's convention for LM1B)."""
+    bound is per real token, Σ_sequences NELBO / Σ real tokens (MDLM's convention for LM1B).
+
+    Raises NonFiniteBound for non-finite weights (naming the first parameters) or a non-finite estimate:
+    a NaN weight can make masked kernels report a bound of 0, which would read as a perfect model."""
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise NonFiniteBound(f"the model has non-finite weights ({len(bad)} tensor(s), e.g. {', '.join(bad[:3])}); "
+                             "no bound can be computed from them")
     proc = model.process
     was_training = model.training
     model.eval()
@@ -101,8 +120,14 @@ def evaluate_bound(model: OeMDM, batches: Iterable[Tensor], *, seed: int = 1234,
             est += pair / repeats
         per_seq.append(est)
     model.train(was_training)
+    if not per_seq:
+        raise NonFiniteBound("no evaluation batch: the bound of an empty set is undefined")
     allv = torch.cat(per_seq)
     n = allv.numel()
+    if not bool(torch.isfinite(allv).all()):
+        k = int((~torch.isfinite(allv)).sum())
+        raise NonFiniteBound(f"the bound estimate is not finite for {k} of {n} sequences (a diverged model); "
+                             "no bound is reported")
     if not padded:
         se = float(allv.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.nan
         return EvalResult(float(allv.mean()), se, n, n_tok, proc.estimator)

@@ -32,8 +32,10 @@ class Logger:
         mode = "a" if append and self.log_path.exists() else "w"
         if mode == "a":
             # rows after the checkpoint were written by the killed segment; the resumed run writes them again
-            for path in (self.log_path, self.order_path):
-                truncate_log_after(path, resume_step)
+            # (order_stats.csv rows carry the 0-based step that produced them: the resumed run's first step is
+            # resume_step itself, so its row goes too)
+            truncate_log_after(self.log_path, resume_step)
+            truncate_log_after(self.order_path, resume_step - 1)
         self._log = open(self.log_path, mode, newline="")
         self._order = open(self.order_path, mode, newline="")
         self.w_log = csv.DictWriter(self._log, fieldnames=self.FIELDS)
@@ -84,13 +86,25 @@ def truncate_log_after(path: Path, step: int) -> None:
     if not rows:
         return
     header, body = rows[0], rows[1:]
-    keep = [r for r in body if r and r[0].strip() and float(r[0]) <= step]
+    keep = [r for r in body if r and _step_of(r[0]) <= step]
     if len(keep) == len(body):
         return
     tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows([header, *keep])
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *keep])
+        os.replace(tmp, path)
+    except OSError:  # a full disk: the log stays as it was, and no temporary is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _step_of(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:  # a garbled row (a hand edit, a torn write): dropped with the rows after the checkpoint
+        return math.inf
 
 
 def order_stats(step: int, stats: dict[str, torch.Tensor]) -> dict[str, float]:

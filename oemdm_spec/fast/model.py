@@ -73,6 +73,11 @@ class ModelConfig:
         for key in ("c1", "c2", "log_range", "eps"):
             if not math.isfinite(getattr(self, key)):
                 raise ValueError(f"{key} must be finite, got {getattr(self, key)}")
+        # documented ranges (docs/reliability.md): |c1|, |c2| <= 100 keep w and its exponentials finite in
+        # float32; w within c1*exp(+-log_range) needs log_range <= 20; each process checks the signs
+        for key, bound in (("c1", 100.0), ("c2", 100.0), ("log_range", 20.0)):
+            if abs(getattr(self, key)) > bound:
+                raise ValueError(f"{key} must lie in [-{bound:g}, {bound:g}], got {getattr(self, key)}")
         proc.validate(self)
         if isinstance(self.vocab_pad_to, bool) or not isinstance(self.vocab_pad_to, int) or self.vocab_pad_to < 1:
             raise ValueError(f"ModelConfig: vocab_pad_to must be an int >= 1, got {self.vocab_pad_to!r}")

@@ -14,18 +14,27 @@ import torch  # noqa: E402
 
 
 def read_csv(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a numeric CSV log; a cell that is not a number raises ValueError naming the file, line, column."""
     rows = []
     with open(path) as f:
-        for r in csv.DictReader(f):
-            rows.append({k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()})
+        for line, r in enumerate(csv.DictReader(f), start=2):
+            row = {}
+            for k, v in r.items():
+                if k is None or not isinstance(v, str):  # extra cells of a torn row: ignored
+                    continue
+                try:
+                    row[k] = float(v) if v != "" else math.nan
+                except ValueError:
+                    raise ValueError(f"{path}: line {line}, column {k!r}: not a number: {v[:40]!r}") from None
+            rows.append(row)
     return rows
 
 
 def plot_training(log_csv: str | Path, out_png: str | Path, title: str = "") -> Path:
     rows = read_csv(log_csv)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    steps = [r["step"] for r in rows]
-    axes[0].plot(steps, [r["nelbo"] for r in rows], label="train NELBO (batch estimate)", alpha=0.7)
+    steps = [r.get("step", math.nan) for r in rows]
+    axes[0].plot(steps, [r.get("nelbo", math.nan) for r in rows], label="train NELBO (batch estimate)", alpha=0.7)
     val = [(r["step"], r["val_nelbo"]) for r in rows if not math.isnan(r.get("val_nelbo", math.nan))]
     if val:
         axes[0].plot(*zip(*val, strict=True), "o-", label="validation NELBO bound")
@@ -33,7 +42,7 @@ def plot_training(log_csv: str | Path, out_png: str | Path, title: str = "") -> 
     axes[0].set_ylabel("nats / token")
     axes[0].legend()
     axes[0].set_title(title or "training")
-    axes[1].plot(steps, [r["lr"] for r in rows])
+    axes[1].plot(steps, [r.get("lr", math.nan) for r in rows])
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("learning rate")
     fig.tight_layout()

@@ -14,8 +14,11 @@ bidirectional, time-agnostic denoiser, L_OeMDM = AR-NLL + O(ε) for L' = 1 and L
 (spec §2). The float64 twin is ``reference.schedules.BlockSchedule``; ``proofs_tests/test_train_window.py``
 compares the two.
 
-Evaluation: the integrand P(masked)·A is bounded (≤ B/(1 − 2ε) per position), so t ~ U(0, 1) with weight 1
-is an unbiased, finite-variance estimator. Sampling: with z-independent reverse rates the reveal times are
+Evaluation: the integrand E[masked]·A = −∂_tα is bounded (≤ B per position), so t ~ U(0, 1) with weight 1
+is an unbiased estimator. Its second moment is only log-divergent at t → 0: a position masked before its
+window (probability εt/s) is scored with A = 1/t, so E[(A·CE)²] ∝ ε∫dt/t; the evaluator's clamp v ≥ 1e-12
+keeps it finite, and the per-sequence standard error measures it (``proofs_tests/test_train_window.py``).
+Sampling: with z-independent reverse rates the reveal times are
 independent, with P(τ_i ≤ t) = 1 − α^i(t); drawing them by inverting the piecewise-linear α and revealing in
 decreasing τ, each token from x_θ of the current state, is exact for a time-agnostic denoiser.
 """
@@ -59,8 +62,11 @@ class WindowSchedule:
         self.b = b
         self.start = (n_blocks - b) / n_blocks
         self.end = (n_blocks - b + 1) / n_blocks
-        self.s0 = torch.where(b == n_blocks, 1.0, 1.0 - eps).double()
-        self.s1 = torch.where(b == 1, 0.0, eps).double()
+        # float64 constants: torch.where with Python scalars would round 1 − ε and ε to float32 (the default
+        # dtype), breaking the continuity of 1 − α at the window edges by ~1e-8
+        one, zero = torch.ones_like(b), torch.zeros_like(b)
+        self.s0 = torch.where(b == n_blocks, one, one - eps)
+        self.s1 = torch.where(b == 1, zero, zero + eps)
 
     def one_minus_alpha_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(1 − α, A = −∂_tα/(1 − α)) at times t (..., 1) or (..., L), float64, for t in (0, 1]."""
