@@ -104,7 +104,7 @@ def main() -> None:
     over.update(parse_overrides(a.rest))
     cfg = build_config(over)
     t0 = time.time()
-    res = train(cfg, progress=False)
+    res = train(cfg, progress=False, overwrite=True)  # reruns reuse the run directory
     task = get_task(a.data[len("task:"):])
     L = task.seq_len
     rec = {"label": a.label, "seed": a.seed, "data": a.data, "steps": a.steps, "overrides": a.rest,

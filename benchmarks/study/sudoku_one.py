@@ -38,7 +38,7 @@ def main() -> None:
             "num_samples": 1, "max_minutes": 0.0, "out_dir": a.run_dir, "name": f"sudoku-{a.label}-s{a.seed}"}
     over.update(parse_overrides(a.rest))
     t0 = time.time()
-    res = train(build_config(over), progress=False)
+    res = train(build_config(over), progress=False, overwrite=True)
     task = get_task(data[len("task:"):])
     puzzles = task.make_puzzles(a.puzzles, torch.Generator().manual_seed(2024))
     model = res.ema if res.ema is not None else res.model
