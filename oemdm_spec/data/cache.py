@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -174,7 +175,7 @@ def load_entry(
             if int(np.prod(shape)) == 0:
                 arrays[name] = np.zeros(shape, dtype=dtype)
             else:
-                arrays[name] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+                arrays[name] = random_access(np.memmap(path, dtype=dtype, mode="r", shape=shape))
         return arrays, meta["info"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -215,3 +216,17 @@ def cached_arrays(
     if loaded is None:  # pragma: no cover - only on a concurrent deletion
         raise OSError(f"cache entry {key} in {directory} vanished right after it was written")
     return loaded[0], loaded[1], directory / f"{key}.json"
+
+
+def random_access(arr: np.memmap) -> np.memmap:
+    """Tell the kernel the memmap is read at random rows (MADV_RANDOM): no readahead around each batch row, so
+    the pages mapped into the process (its RSS) stay near the rows actually read instead of growing with the
+    corpus. Where madvise is unavailable this is a no-op."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        try:
+            mm.madvise(mmap.MADV_RANDOM)
+        except (OSError, ValueError):
+            pass
+    return arr
+

@@ -8,6 +8,7 @@ Both also expose ``iter_eval_batches(batch_size)``, every sequence of the split 
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -51,6 +52,22 @@ def check_token_range(arr: np.ndarray, vocab_size: int | None, name: str = "ids"
             j = int(np.argmax(bad))
             rng = f"[0, vocab_size={vocab_size})" if vocab_size is not None else "[0, inf)"
             raise ValueError(f"{name}: token id {int(chunk[j])} at index {lo + j} is outside {rng}")
+    _release_pages(arr)
+
+
+def _release_pages(arr: np.ndarray) -> None:
+    """Drop the pages a full scan of a read-only memmap mapped into this process. They are clean file pages
+    (the kernel's page cache keeps them), but they count in the process's RSS: a 1 GB cache scanned once
+    would otherwise look like 600 MB of resident memory for the rest of the run."""
+    base = arr
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    mm = getattr(base, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # not supported here: only memory accounting is affected
+            pass
 
 
 def _check_pos_int(name: str, value: Any) -> int:
