@@ -263,6 +263,9 @@ def cmd_sample(args: argparse.Namespace, extra: list[str]) -> int:
         if not outp.parent.is_dir():
             return _fail(f"--out: the directory {str(outp.parent)!r} does not exist")
     model, cfg, tok, ck = load_run(args.run)
+    if args.sampler not in model.process.samplers:
+        return _fail(f"--sampler {args.sampler!r} is not defined for model {cfg.model}; use one of "
+                     f"{', '.join(model.process.samplers)}")
     init = None
     length = args.length or cfg.seq_len
     if length > MAX_LENGTH_FACTOR * cfg.seq_len:

@@ -134,3 +134,14 @@ def test_a_path_keeps_the_presets_tokenizer(tmp_path) -> None:
     cfg = build_config({"preset": "gpt2-small", "data": str(tmp_path)})
     assert (cfg.tokenizer, cfg.seq_len) == ("gpt2", 1024)
     assert build_config({"data": str(tmp_path)}).tokenizer == "char"
+
+
+def test_cli_sample_refuses_a_sampler_the_model_type_does_not_define(tmp_path, capsys) -> None:
+    from oemdm_spec.fast.trainer import train
+
+    cfg = build_config({"model": "ar", "steps": 1, "batch_size": 4, "n_layer": 1, "d_model": 16, "n_head": 2,
+                        "cond_dim": 8, "eval_every": 0, "final_eval_batches": 1, "eval_batch_size": 8,
+                        "threads": 1, "out_dir": str(tmp_path), "name": "ar", "warmup": 1, "sample_len": 8})
+    res = train(cfg, progress=False)
+    assert cli_main(["sample", str(res.run_dir), "--sampler", "grid", "--num", "1"]) == 2
+    assert "not defined for model ar" in capsys.readouterr().err

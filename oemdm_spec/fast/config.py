@@ -167,7 +167,8 @@ class TrainConfig:
                    "parallel": ("ddp", "fsdp"), "protocol": ("", "stream", "wrap", "padded")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+                shown = ", ".join(repr(a) if a == "" else a for a in allowed)
+                raise ConfigError(f"{key} must be one of {shown}, got {getattr(self, key)!r}")
         try:  # model sizes and schedule constants: validated in one place, ModelConfig and its process
             self.model_config(vocab_size=1)
         except ValueError as e:

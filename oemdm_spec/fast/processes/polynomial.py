@@ -279,14 +279,18 @@ class FixedOrder(PolynomialProcess):
             raise ValueError(f"oemdm-fixed needs order_w: {cfg.seq_len} finite exponents > 0 (one per position), "
                              f"got {w!r}")
 
-    def forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
-        if x.shape[1] != len(self.cfg.order_w):
+    def exponents(self, shape: torch.Size, device: torch.device) -> Tensor:
+        """The fixed w (B, L), float32; sequences must have the length of ``order_w``."""
+        if shape[1] != len(self.cfg.order_w):
             raise ValueError(f"oemdm-fixed: sequences must have the length of order_w ({len(self.cfg.order_w)}), "
-                             f"got {x.shape[1]}")
-        return torch.tensor(self.cfg.order_w, dtype=torch.float32, device=x.device)[None].expand(x.shape[0], -1)
+                             f"got {shape[1]}")
+        return torch.tensor(self.cfg.order_w, dtype=torch.float32, device=device)[None].expand(shape[0], -1)
+
+    def forward_exponent(self, model: OeMDM, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        return self.exponents(x.shape, x.device)
 
     def reverse_exponent(self, model: OeMDM, feats: Tensor, w_fwd: Tensor, valid: Tensor | None = None) -> Tensor:
-        return self.forward_exponent(model, w_fwd)  # forward = reverse: the fixed exponents
+        return self.exponents(w_fwd.shape, w_fwd.device)  # forward = reverse: the fixed exponents
 
     def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
              valid: Tensor | None = None) -> LossOutput:
