@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=0, help="timed repetitions (0: 20 on a GPU, 2 in smoke mode)")
     p.add_argument("--compile", choices=["auto", "yes", "no"], default="auto",
                    help="torch.compile baselines and steps (auto: on a GPU, not in smoke mode)")
+    p.add_argument("--step-compile", choices=["yes", "no"], default="yes",
+                   help="also time the whole-step compile (--compile step) of mdlm and lomdm (when compiling)")
     p.add_argument("--n", type=int, default=0, help="masked rows N (0: 32768; smoke 32)")
     p.add_argument("--v", type=int, default=0, help="vocabulary V (0: 50258; smoke 1001)")
     p.add_argument("--step-batch", type=int, default=0, help="training-step batch (0: 32; smoke 2)")
@@ -134,6 +136,7 @@ class Ctx:
         self.slice_rows = 16 if args.smoke else 4096
         self.step_batch = args.step_batch or (2 if args.smoke else 32)
         self.compile = args.compile == "yes" or (args.compile == "auto" and self.cuda)
+        self.step_compile = args.step_compile == "yes"
         reps = args.reps or (2 if args.smoke else 20)
         self.timer = Timer(torch, self.cuda, reps, warmup=1 if args.smoke else 3)
         self.gen = torch.Generator(device=self.dev).manual_seed(0)
@@ -337,7 +340,7 @@ def _train_step(cfg, device, vocab_size: int = 50258):
     import torch
 
     from oemdm_spec.fast.model import OeMDM
-    from oemdm_spec.fast.objectives import LossModule, draw_step_noise, n_times_for, samples_for
+    from oemdm_spec.fast.objectives import LossModule, compile_step, draw_step_noise, n_times_for, samples_for
 
     cuda = device.type == "cuda"
     torch.manual_seed(cfg.seed)
@@ -348,6 +351,8 @@ def _train_step(cfg, device, vocab_size: int = 50258):
     if cfg.compile == "yes":
         model.backbone.features = torch.compile(model.backbone.features)  # type: ignore[method-assign]
     loss_mod = LossModule(model, cfg.K)
+    if cfg.compile == "step":
+        compile_step(loss_mod)  # the whole loss forward + backward, one graph (the trainer's --compile step)
     K = samples_for(model, cfg.K)
     B, L = cfg.batch_size, cfg.seq_len
     x = torch.randint(0, vocab_size, (B, L), device=device)
@@ -373,9 +378,12 @@ def section_step(c: Ctx) -> dict[str, Any]:
     from oemdm_spec.fast import build_config
 
     rows: dict[str, Any] = {}
-    for typ in ("mdlm", "lomdm", "ar"):
-        def one(typ=typ):
-            over: dict[str, Any] = {"model": typ, "K": 2, "compile": "yes" if c.compile else "no"}
+    runs = [(typ, "yes" if c.compile else "no") for typ in ("mdlm", "lomdm", "ar")]
+    if c.compile and c.step_compile:  # the whole step in one graph, next to the compiled backbone
+        runs += [(typ, "step") for typ in ("mdlm", "lomdm")]
+    for typ, mode in runs:
+        def one(typ=typ, mode=mode):
+            over: dict[str, Any] = {"model": typ, "K": 2, "compile": mode}
             if c.smoke:
                 over |= {"preset": "tiny", "seq_len": 16, "n_layer": 1, "d_model": 32, "n_head": 2, "cond_dim": 16}
             else:
@@ -387,12 +395,13 @@ def section_step(c: Ctx) -> dict[str, Any]:
                 torch.cuda.reset_peak_memory_stats()
             t = c.timer(step, reps=max(2, c.timer.reps // 2))
             r = {**t, "tokens_per_s": tok / (t["p50"] / 1e3), "z_tokens_per_s": ztok / (t["p50"] / 1e3),
-                 "batch": cfg.batch_size, "seq_len": cfg.seq_len, "compiled": cfg.compile == "yes"}
+                 "batch": cfg.batch_size, "seq_len": cfg.seq_len,
+                 "compiled": {"yes": "backbone", "step": "whole step"}.get(cfg.compile, "no")}
             if c.cuda:
                 r["peak_GiB"] = torch.cuda.max_memory_allocated() / 2**30
             return r
 
-        rows[f"{typ}{' K=2' if typ == 'lomdm' else ''}"] = _guard(one)
+        rows[f"{typ}{' K=2' if typ == 'lomdm' else ''}{' (whole step)' if mode == 'step' else ''}"] = _guard(one)
         c.empty_cache()
     if "p50" in rows.get("mdlm", {}) and "p50" in rows.get("lomdm K=2", {}):
         rows["lomdm/mdlm step-time ratio"] = {"ratio": rows["lomdm K=2"]["p50"] / rows["mdlm"]["p50"]}

@@ -86,7 +86,9 @@ class TrainConfig:
         "help": "consecutive non-finite steps skipped (not applied) before the run stops with an error"})
     # hardware
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
-    compile: str = field(default="auto", metadata={"help": "torch.compile the backbone: auto (on GPU), yes, no"})
+    compile: str = field(default="auto", metadata={
+        "help": "torch.compile: yes (the backbone), step (the whole loss and its backward, one graph), no, "
+                "auto (yes on a GPU)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32"})
     parallel: str = field(default="ddp", metadata={
         "help": "under torchrun: ddp (replicate) or fsdp (FSDP2: shard weights, gradients, Adam state)"})
@@ -163,7 +165,7 @@ class TrainConfig:
             raise ConfigError(f"max_bad_steps must be >= 0 (0: stop at the first non-finite step), got "
                               f"{self.max_bad_steps}")
         choices = {"lr_decay": ("constant", "cosine"), "device": ("auto", "cpu", "cuda"),
-                   "compile": ("auto", "yes", "no"), "dtype": ("auto", "bf16", "fp32"),
+                   "compile": ("auto", "yes", "step", "no"), "dtype": ("auto", "bf16", "fp32"),
                    "parallel": ("ddp", "fsdp"), "protocol": ("", "stream", "wrap", "padded")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

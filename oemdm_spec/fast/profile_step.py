@@ -23,7 +23,7 @@ import torch
 
 from .config import build_config
 from .model import MLP, OeMDM, SelfAttention
-from .objectives import LossModule, draw_step_noise, n_times_for, samples_for
+from .objectives import LossModule, compile_step, draw_step_noise, n_times_for, samples_for
 from .processes import base as objectives  # where the row-loss kernels are called
 
 CATEGORIES = ("attention", "MLP", "φ/ψ heads", "output head + loss", "optimiser", "data", "other")
@@ -92,9 +92,10 @@ def _patch_loss(reg: Regions):
         objectives, "oemdm_row_loss", orig[1])
 
 
-def make_step(model_type: str, *, compiled: bool = False, reg: Regions | None = None, seed: int = 0):
-    """(step(), loss_module, example inputs) for the tiny preset on CPU, fp32."""
-    cfg = build_config({"preset": "tiny", "model": model_type, "seed": seed})
+def make_step(model_type: str, *, compiled: bool = False, reg: Regions | None = None, seed: int = 0,
+              overrides: dict | None = None):
+    """(step(), loss_module, example inputs) for the tiny preset on CPU, fp32 (``overrides``: config keys)."""
+    cfg = build_config({"preset": "tiny", "model": model_type, "seed": seed, **(overrides or {})})
     torch.manual_seed(seed)
     vocab = 65  # the embedded corpus' character vocabulary
     model = OeMDM(cfg.model_config(vocab))
@@ -102,7 +103,7 @@ def make_step(model_type: str, *, compiled: bool = False, reg: Regions | None = 
         model.backbone.out.weight.normal_(0, 0.02)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     loss_mod = LossModule(model, cfg.K)
-    fwd = torch.compile(loss_mod) if compiled else loss_mod
+    fwd = compile_step(LossModule(model, cfg.K)) if compiled else loss_mod  # the trainer's --compile step
     K = samples_for(model, cfg.K)
     B, L = cfg.batch_size, cfg.seq_len
     corpus = torch.randint(0, vocab, (200_000,), generator=torch.Generator().manual_seed(seed))
@@ -169,7 +170,9 @@ def plain_step_time(model_type: str, compiled: bool, steps: int = 10, warmup: in
 
 def explain(model_type: str) -> str:
     _, loss_mod, inputs, _ = make_step(model_type)
-    ex = torch._dynamo.explain(loss_mod)(*inputs)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):  # as compile_step sets it
+        ex = torch._dynamo.explain(loss_mod)(*inputs)
     lines = [f"{model_type}: {ex.graph_count} graphs, {ex.graph_break_count} graph breaks"]
     for br in ex.break_reasons:
         where = br.user_stack[-1] if br.user_stack else None

@@ -32,7 +32,7 @@ from .evaluate import EvalResult, NonFiniteBound, evaluate_bound
 from .logger import Logger, order_stats
 from .model import OeMDM, count_parameters
 from .noise import draw_step_noise
-from .objectives import LossModule, LossOutput
+from .objectives import LossModule, LossOutput, compile_step
 from .optim import ema_update, grad_norm_then_clip, lr_at, make_optimizer, nonfinite_groups
 from .runlock import RunLock, check_fresh_run_dir, claim_run_dir
 from .signals import StopSignals
@@ -230,6 +230,9 @@ class Run:
             self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {self.dist.world_size}")
+        if cfg.compile == "step" and self.dist.enabled:  # before the run directory is claimed
+            raise ConfigError("compile=step is single-process for now (not measured under DDP/FSDP); use "
+                              "compile=yes (the backbone) with torchrun")
         self.local_batch = cfg.batch_size // self.dist.world_size
         self.main = self.dist.is_main
         self.use_cuda = self.device.type == "cuda"
@@ -289,7 +292,9 @@ class Run:
                 cfg.save(str(self.run_dir / "config.json"))
             except OSError as e:
                 raise ConfigError(f"cannot write the run directory {str(self.run_dir)!r}: {e.strerror or e}") from None
-        if cfg.compile == "yes" or (cfg.compile == "auto" and self.use_cuda):
+        if cfg.compile == "step":
+            compile_step(self.loss_mod)
+        elif cfg.compile == "yes" or (cfg.compile == "auto" and self.use_cuda):
             # compile the backbone's feature pass (all heavy compute); the gather/loss stays eager (dynamic N)
             model.backbone.features = torch.compile(model.backbone.features)  # type: ignore[method-assign]
         amp_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and self.use_cuda)

@@ -185,7 +185,8 @@ def linear_oemdm_row_loss(
             shape = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
             raise ValueError(f"{fn}: bias must be None or ({v},), got {shape}")
         check_float(fn, "bias", bias)
-    _validate_row_args(fn, n, v, target, A, A_hat)
+    compiling = torch.compiler.is_compiling()  # value checks then run inside the custom op (ops.py)
+    _validate_row_args(fn, n, v, target, A, A_hat, values=not compiling)
     check_same_device(fn, hidden=hidden, weight=weight, bias=bias, target=target, A=A, A_hat=A_hat)
     if chunk_size is None:
         chunk = default_chunk_size(n, v, hidden.device.type)
@@ -193,7 +194,7 @@ def linear_oemdm_row_loss(
         raise ValueError(f"{fn}: chunk_size must be a positive int or None, got {chunk_size!r}")
     else:
         chunk = chunk_size
-    rw = resolve_row_weight(fn, row_weight, n, hidden.device)
+    rw = resolve_row_weight(fn, row_weight, n, hidden.device, check=not compiling)
     chosen = resolve_backend(backend, hidden.device, fn=fn)
 
     dev_type = hidden.device.type
@@ -212,6 +213,10 @@ def linear_oemdm_row_loss(
         grad_on and weight.requires_grad,
         grad_on and bias is not None and bias.requires_grad,
     )
+    if compiling:
+        from .ops import linear_row_loss_compiled
+
+        return linear_row_loss_compiled(hidden, weight, bias, target, A, A_hat, rw, chunk, chosen, need)
     with torch.autocast(dev_type, enabled=False):
         if not (any(need) or (grad_on and (A.requires_grad or A_hat.requires_grad))):
             loss = _chunk_grads(hidden, weight, bias, target, A, A_hat, chunk, chosen, (False, False, False))[0]

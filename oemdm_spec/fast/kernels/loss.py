@@ -147,8 +147,10 @@ class _RowLossFn(torch.autograd.Function):
         return d_logits, None, d_A, d_Ah, None, None, None
 
 
-def resolve_row_weight(fn: str, row_weight: Tensor | float | None, n: int, device: torch.device) -> Tensor | None:
-    """None, a number or an (N,) / () tensor → None or a contiguous (N,) fp32 constant; finite, no grad."""
+def resolve_row_weight(fn: str, row_weight: Tensor | float | None, n: int, device: torch.device,
+                       check: bool = True) -> Tensor | None:
+    """None, a number or an (N,) / () tensor → None or a contiguous (N,) fp32 constant; finite, no grad.
+    ``check=False`` leaves the finiteness check to the caller (the compiled ops run it inside)."""
     if row_weight is None:
         return None
     if isinstance(row_weight, bool) or not isinstance(row_weight, (int, float, Tensor)):
@@ -163,12 +165,15 @@ def resolve_row_weight(fn: str, row_weight: Tensor | float | None, n: int, devic
         w = row_weight.to(torch.float32).expand(n).contiguous()
     else:
         w = torch.full((n,), float(row_weight), dtype=torch.float32, device=device)
-    check_values(fn, [("row_weight", w, -3.4e38, 3.4e38, "finite")])
+    if check:
+        check_values(fn, [("row_weight", w, -3.4e38, 3.4e38, "finite")])
     return w
 
 
-def validate_row_loss_inputs(fn: str, logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor) -> None:
-    """Shapes, dtypes, one device, target in [0, V), A ≥ 0 and Â ≥ 0 (ValueError otherwise)."""
+def validate_row_loss_inputs(fn: str, logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor,
+                             values: bool = True) -> None:
+    """Shapes, dtypes, one device, target in [0, V), A ≥ 0 and Â ≥ 0 (ValueError otherwise). ``values=False``
+    skips the checks that read the tensors' values (the compiled ops run them inside, see ``ops.py``)."""
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"{fn}: logits must be (N, V), got {shape}")
@@ -176,11 +181,12 @@ def validate_row_loss_inputs(fn: str, logits: Tensor, target: Tensor, A: Tensor,
     check_float(fn, "logits", logits)
     if v == 0:
         raise ValueError(f"{fn}: logits must have V ≥ 1 columns, got V = 0")
-    _validate_row_args(fn, n, v, target, A, A_hat)
+    _validate_row_args(fn, n, v, target, A, A_hat, values)
     check_same_device(fn, logits=logits, target=target, A=A, A_hat=A_hat)
 
 
-def _validate_row_args(fn: str, n: int, v: int, target: Tensor, A: Tensor, A_hat: Tensor) -> None:
+def _validate_row_args(fn: str, n: int, v: int, target: Tensor, A: Tensor, A_hat: Tensor,
+                       values: bool = True) -> None:
     check_shape(fn, "target", target, (n,))
     check_int(fn, "target", target)
     check_shape(fn, "A", A, (n,))
@@ -188,6 +194,8 @@ def _validate_row_args(fn: str, n: int, v: int, target: Tensor, A: Tensor, A_hat
     for name, t in (("A", A), ("A_hat", A_hat)):
         if not t.is_floating_point():
             raise ValueError(f"{fn}: {name} must be a floating tensor, got {t.dtype}")
+    if not values:
+        return
     check_values(
         fn,
         [
@@ -227,11 +235,16 @@ def oemdm_row_loss(
     (``retain_graph=True``) raises RuntimeError.
     """
     fn = "oemdm_row_loss"
-    validate_row_loss_inputs(fn, logits, target, A, A_hat)
-    rw = resolve_row_weight(fn, row_weight, logits.shape[0], logits.device)
+    compiling = torch.compiler.is_compiling()  # value checks then run inside the custom op (ops.py)
+    validate_row_loss_inputs(fn, logits, target, A, A_hat, values=not compiling)
+    rw = resolve_row_weight(fn, row_weight, logits.shape[0], logits.device, check=not compiling)
     chosen = resolve_backend(backend, logits.device, fn=fn)
     grad_on = torch.is_grad_enabled()
     need_logit_grad = grad_on and logits.requires_grad
+    if compiling:
+        from .ops import row_loss_compiled
+
+        return row_loss_compiled(logits, target, A, A_hat, rw, chosen, need_logit_grad)
     if not (grad_on and (logits.requires_grad or A.requires_grad or A_hat.requires_grad)):
         loss = row_loss_forward(logits, target, A, A_hat, None, chosen)[0]
         return loss if rw is None else loss * rw

@@ -122,9 +122,9 @@ class RLOOProcess(PolynomialProcess):
              valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """K masks with P(masked) = t^w (w detached: the masks are samples) and log q(z|x) (K, B), which
         carries ∇_w for the score-function term. On CUDA one fused kernel does both, with its own Philox
-        uniforms seeded per (seed, step, rank); on the CPU the step noise's uniforms are used."""
+        uniforms seeded per (seed, step, rank); on the CPU, and in a compiled step, the step noise's uniforms."""
         t = noise.t
-        if x.is_cuda and valid is None:
+        if x.is_cuda and valid is None and not torch.compiler.is_compiling():
             z, log_q = forward_mask(x, t, w_fwd, K=K, seed=noise.seed, mask_id=self.cfg.mask_id)
             return z == self.cfg.mask_id, log_q
         log_t = t.log()[:, None]  # (B, 1)
@@ -160,6 +160,14 @@ class RLOOProcess(PolynomialProcess):
         return {"w_fwd": w_fwd.detach()}
 
 
+def logsumexp_rows(a: Tensor) -> Tensor:
+    """log Σ_v exp(a[..., v]) over the last dim, written out because ``torch.logsumexp`` guards on numel() == 0,
+    which a compiled graph cannot decide for the data-dependent number of masked rows. Max-shifted (the max is
+    a constant for autograd, so the gradient is exactly the softmax)."""
+    m = a.detach().amax(-1, keepdim=True)
+    return (a - m).exp().sum(-1).log() + m.squeeze(-1)
+
+
 @register
 class GenMD4(RLOOProcess):
     """GenMD4 (Shi et al., 2024): w per vocabulary word, α^i = 1 − t^{w[x^i]}; reverse rate (w_v/t)·μ_θ[v]."""
@@ -187,7 +195,7 @@ class GenMD4(RLOOProcess):
         # x_θ ∝ w_v μ_θ[v]: logits + log w; Â = Σ_v w_v μ_θ[v] (· 1/t in t-space) from the masked-row logits
         log_w = self.log_w(model)
         logits = model.backbone.out(h).float()
-        log_rate = torch.logsumexp(torch.log_softmax(logits, -1) + log_w, -1)  # log Σ_v w_v μ_v
+        log_rate = logsumexp_rows(torch.log_softmax(logits, -1) + log_w)  # log Σ_v w_v μ_v
         return logits_rows(logits + log_w, tgt, a, torch.exp(log_rate) * ah)
 
     def reverse(self, model: OeMDM, z: Tensor, t: Tensor | None) -> tuple[Tensor, Tensor]:
