@@ -6,7 +6,7 @@ What is checked, and against what:
    without padding, stats and a time-conditioned denoiser, and its loss and every parameter gradient equal the
    eager step's. Backend ``aot_eager``: the compiler's graph capture and AOT backward run the same ATen ops as
    eager in the same order, so the comparison is bitwise; inductor (which fuses and reorders float sums) is
-   checked once, at fp32 tolerance, in test 5.
+   checked once, at fp32 tolerance, in test 5. The same holds under bf16 autocast.
 2. The number of masked rows changes every step; with the data-dependent gather captured it is a symbolic
    size, not a recompile: three steps with different row counts compile one graph.
 3. The custom ops (``kernels/ops.py``) pass ``torch.library.opcheck`` (schema, fake shapes, autograd
@@ -101,6 +101,20 @@ def test_whole_step_is_one_graph_and_equals_eager(typ, kw, padded, stats):
     assert comp.stats.keys() == eager.stats.keys()
     for k in eager.stats:
         assert torch.equal(comp.stats[k], eager.stats[k]), k
+
+
+@pytest.mark.parametrize("typ", ["mdlm", "lomdm", "genmd4"])
+def test_whole_step_under_bf16_autocast_equals_eager(typ):
+    """The GPU's setting (bf16 autocast; fp32 log-softmax inside the ops): the compiled step traces the casts
+    the eager wrappers make, so it is bitwise equal here too."""
+    m = _model(typ)
+    lm = LossModule(m, 2)
+    x, nz, valid = _inputs(m, 0, padded=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager, g_eager = _loss_and_grads(lm, m, x, nz, valid)
+        comp, g_comp = _loss_and_grads(torch.compile(lm, fullgraph=True, backend="aot_eager"), m, x, nz, valid)
+    assert torch.equal(comp.loss, eager.loss)
+    assert all(torch.equal(g_comp[k], g_eager[k]) for k in g_eager) and g_comp.keys() == g_eager.keys()
 
 
 @pytest.mark.parametrize("typ", ["mdlm", "lomdm", "bd3lm"])
