@@ -249,8 +249,8 @@ def test_trainer_compile_step_matches_eager(tmp_path):
 
     common = {"preset": "tiny", "model": "lomdm", "steps": 4, "n_layer": 1, "d_model": 32, "n_head": 2,
               "cond_dim": 16, "seq_len": 32, "batch_size": 4, "eval_every": 0, "final_eval_batches": 1,
-              "num_samples": 1, "sample_len": 8, "ckpt_every": 10 ** 6, "threads": 1, "log_every": 1, "order_stats_every": 0,
-              "out_dir": str(tmp_path)}
+              "num_samples": 1, "sample_len": 8, "ckpt_every": 10 ** 6, "threads": 1, "log_every": 1,
+              "order_stats_every": 0, "out_dir": str(tmp_path)}
     losses = {}
     for mode in ("no", "step"):
         train(build_config({**common, "compile": mode, "name": mode}), progress=False)
