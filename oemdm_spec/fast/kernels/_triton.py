@@ -132,8 +132,8 @@ def _row_loss_chunked_kernel(
 def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED) -> dict:
     """Default launch parameters (unmeasured on a GPU so far: ``oemdm bench`` sweeps the alternatives).
 
-    GPU: the tile kernel while a row tile stays ≤ 32 fp32 values per thread (next_pow2(V) ≤ 16384 at 16
-    warps), so nothing spills; wider rows (GPT-2's 50258) use the chunked kernel, BLOCK_V = 8192, 8 warps
+    GPU: the tile kernel while a row tile stays ≤ 32 fp32 values per thread (next_pow2(V) ≤ 16384, that one
+    at 32 warps), so nothing spills with Triton 3.6 or 3.8; wider rows (GPT-2's 50258) use the chunked kernel, BLOCK_V = 8192, 8 warps
     (16 KiB of bf16 in flight per load and program, 80 registers, no spill on sm_90), whose second pass
     re-reads the row from L2. The whole-row tile of GPT-2 (65536 wide) spills on sm_90 even at 32 warps with
     RELOAD (``benchmarks/ptxas_usage.py``); the sweep still times it.
@@ -144,7 +144,10 @@ def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED
     if block_v <= max_tile:
         budget = MAX_TILE if interpreted else 8192
         block_r = max(1, min(64, budget // block_v))
-        num_warps = max(4, min(32, block_r * block_v // 1024))
+        # ~32 fp32 values per thread; the widest tile (16384) at 16: there Triton 3.6 caps 16 warps at 64
+        # registers and spills 8 bytes (bf16), while 32 warps compile to 47 registers, no spill, on 3.6 and 3.8
+        per_thread = 512 if block_v >= 16384 else 1024
+        num_warps = max(4, min(32, block_r * block_v // per_thread))
         return {"kind": "tile", "BLOCK_R": block_r, "BLOCK_V": block_v, "num_warps": num_warps, "RELOAD": False}
     block_v = 32768 if interpreted else 8192
     return {"kind": "chunked", "BLOCK_V": block_v, "num_warps": 8}
