@@ -318,7 +318,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 
     try:
         overrides = parse_overrides(extra)
-        return run_compare(args.models.split(","), overrides, out=args.out)
+        return run_compare(args.models.split(","), overrides, out=args.out, overwrite=args.overwrite)
     except ConfigError as e:
         return _fail(str(e))
 
@@ -402,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated; also lomdm-const (the w ≡ c1 control) and lomdm-logspace (the "
                          "sharper order parametrisation)")
     co.add_argument("--out", default="", help="output directory (default runs/compare-<timestamp>)")
+    co.add_argument("--overwrite", action="store_true",
+                    help="replace the model directories of an earlier compare in --out (default: refuse)")
     pl = sub.add_parser("plot", help="redraw the PNG plots of a run from its CSV logs")
     pl.add_argument("run")
     sub.add_parser("bench", add_help=False,  # `oemdm bench --help` is the help of oemdm_spec.fast.bench

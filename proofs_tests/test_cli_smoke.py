@@ -121,3 +121,14 @@ def test_compare_writes_table_and_plot(tmp_path, capsys):
     assert len(rows) == 2 and all(len(r.split("|")) == 10 for r in rows)
     cfg = (out / "lomdm-const" / "config.json").read_text()
     assert '"c2": 0.0' in cfg and '"model": "lomdm"' in cfg
+    # a second compare into the same folder: refused before any model trains (exit 2, nothing changed), unless
+    # --overwrite, which replaces the model directories
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = ["compare", "--models", "ar,lomdm-const", "--out", str(out), *args, "--steps", "2",
+             "--final_eval_batches", "1"]
+    capsys.readouterr()
+    assert main(again) == 2
+    assert "already exists" in capsys.readouterr().err and "=== compare" not in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert main([*again, "--overwrite"]) == 0
+    assert (out / "ar" / "log.csv").stat().st_mtime_ns > before[out / "ar" / "log.csv"]

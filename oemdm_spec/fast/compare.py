@@ -20,6 +20,7 @@ import torch
 from .config import build_config
 from .plots import plot_compare
 from .processes import MODEL_TYPES, process_class
+from .runlock import check_fresh_run_dir
 from .trainer import train
 
 # CPU default: the tiny preset's 600 steps for each of the 5 models, ~12 minutes in total on 2 idle cores
@@ -46,7 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {"lomdm-const": {"model": "lomdm", "c2": 0
                                        "lomdm-logspace": {"model": "lomdm", "order_param": "logspace"}}
 
 
-def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> int:
+def run_compare(models: list[str], overrides: dict[str, Any], out: str = "", overwrite: bool = False) -> int:
     valid = [*MODEL_TYPES, *VARIANTS]
     bad = [m for m in models if m not in valid]
     if bad:
@@ -54,15 +55,18 @@ def run_compare(models: list[str], overrides: dict[str, Any], out: str = "") -> 
 
         raise ConfigError(f"--models: unknown model type(s) {', '.join(bad)}; valid: {', '.join(valid)}")
     out_dir = Path(out or f"runs/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     base = {**COMPARE_DEFAULTS, **overrides}
+    cfgs = [build_config({**base, "model": m, **VARIANTS.get(m, {}), "name": m, "out_dir": str(out_dir)})
+            for m in models]  # every config and run directory checked before the first model trains
+    for m in models:
+        check_fresh_run_dir(out_dir / m, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[int, float, float]]] = {}
     t_all = time.time()
-    for m in models:
-        cfg = build_config({**base, "model": m, **VARIANTS.get(m, {}), "name": m, "out_dir": str(out_dir)})
+    for m, cfg in zip(models, cfgs, strict=True):
         print(f"\n=== compare: {m} ({cfg.steps} steps) ===", flush=True)
-        res = train(cfg)
+        res = train(cfg, overwrite=overwrite)
         ev = res.eval
         assert ev is not None
         curves[m] = res.val_curve

@@ -133,10 +133,10 @@ def loss_launch_config(n: int, v: int, *, interpreted: bool = TRITON_INTERPRETED
     """Default launch parameters (unmeasured on a GPU so far: ``oemdm bench`` sweeps the alternatives).
 
     GPU: the tile kernel while a row tile stays ≤ 32 fp32 values per thread (next_pow2(V) ≤ 16384, that one
-    at 32 warps), so nothing spills with Triton 3.6 or 3.8; wider rows (GPT-2's 50258) use the chunked kernel, BLOCK_V = 8192, 8 warps
-    (16 KiB of bf16 in flight per load and program, 80 registers, no spill on sm_90), whose second pass
-    re-reads the row from L2. The whole-row tile of GPT-2 (65536 wide) spills on sm_90 even at 32 warps with
-    RELOAD (``benchmarks/ptxas_usage.py``); the sweep still times it.
+    at 32 warps), so nothing spills with Triton 3.6 or 3.8; wider rows (GPT-2's 50258) use the chunked kernel,
+    BLOCK_V = 8192, 8 warps (16 KiB of bf16 in flight per load and program, 80 registers, no spill on sm_90),
+    whose second pass re-reads the row from L2. The whole-row tile of GPT-2 (65536 wide) spills on sm_90 even
+    at 32 warps with RELOAD (``benchmarks/ptxas_usage.py``); the sweep still times it.
     Interpreter: each program costs ~1 ms whatever its size, so tiles up to 65536 elements and many rows.
     """
     block_v = triton.next_power_of_2(v)
