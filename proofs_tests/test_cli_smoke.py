@@ -128,7 +128,8 @@ def test_compare_writes_table_and_plot(tmp_path, capsys):
              "--final_eval_batches", "1"]
     capsys.readouterr()
     assert main(again) == 2
-    assert "already exists" in capsys.readouterr().err and "=== compare" not in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "already exists" in cap.err and "=== compare" not in cap.out
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     assert main([*again, "--overwrite"]) == 0
     assert (out / "ar" / "log.csv").stat().st_mtime_ns > before[out / "ar" / "log.csv"]
