@@ -27,16 +27,16 @@ TOL = dict(rtol=2e-5, atol=2e-6)
 def _model(typ: str) -> OeMDM:
     torch.manual_seed(0)
     m = OeMDM(ModelConfig(vocab_size=V, seq_len=L + P, model_type=typ, n_layer=2, n_head=2, d_model=16,
-                          cond_dim=8, block_size=1 if typ == "oemdm-block" else 4))
+                          cond_dim=8, block_size=4))
     with torch.no_grad():  # off the zero initialisation, so that attention and the heads matter
         for p in m.parameters():
             p.add_(0.2 * torch.randn_like(p))
     return m
 
 
-# (oemdm-arm / oemdm-block are left out: their windows are laid over the padded length L + P, so the real
-# positions' schedules differ from the unpadded batch's for ε > 0, though padding is still never scored)
-@pytest.mark.parametrize("typ", ["mdlm", "genmd4", "lomdm", "ar"])
+# (bd3lm is left out: its step noise has one time per block, so a padded batch draws more times than the
+# unpadded one and the two cannot share noise)
+@pytest.mark.parametrize("typ", ["mdlm", "genmd4", "lomdm", "ar", "oemdm-arm", "oemdm-block"])
 def test_padded_batch_equals_unpadded_batch_per_real_token(typ: str) -> None:
     m = _model(typ)
     g = torch.Generator().manual_seed(1)
@@ -58,6 +58,32 @@ def test_padded_batch_equals_unpadded_batch_per_real_token(typ: str) -> None:
     a = sequence_bound(m, x, v, mu[:, :L])
     b = sequence_bound(m, xp, v, mu, valid)
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("typ,lengths", [("oemdm-arm", (3, 8, 5)), ("oemdm-block", (4, 8, 6))])
+def test_window_schedules_follow_each_sequences_real_length(typ: str, lengths: tuple[int, ...]) -> None:
+    """Rows of different real lengths (a partial last block for length 6 with blocks of 4): each row's loss and
+    bound equal those of the same sentence alone, unpadded; the windows are laid over its real positions."""
+    m = _model(typ)
+    g = torch.Generator().manual_seed(3)
+    Lp = L + P
+    x = torch.randint(0, V, (B, Lp), generator=g)
+    valid = torch.arange(Lp)[None] < torch.tensor(lengths)[:, None]
+    t = torch.rand(B, generator=g) * 0.9 + 0.05
+    u = torch.rand(1, B, Lp, generator=g).clamp_min(1e-12)
+    v = torch.rand(B, generator=g, dtype=torch.float64)
+    mu = torch.rand(B, Lp, generator=g, dtype=torch.float64)
+    padded = oemdm_loss(m, x, StepNoise(t, u), K=1, valid=valid)
+    bound = sequence_bound(m, x, v, mu, valid)
+    for i, n in enumerate(lengths):
+        # the same row cut to its length, unpadded (valid=None: the plain schedule over n positions), except the
+        # partial last block (6 with blocks of 4), which only the valid path accepts
+        bs = m.cfg.block_size if typ == "oemdm-block" else 1
+        alone_valid = None if n % bs == 0 else torch.ones(1, n, dtype=torch.bool)
+        alone = oemdm_loss(m, x[i:i + 1, :n], StepNoise(t[i:i + 1], u[:, i:i + 1, :n]), K=1, valid=alone_valid)
+        torch.testing.assert_close(padded.per_seq[:, i], alone.per_seq[:, 0], **TOL)
+        b = sequence_bound(m, x[i:i + 1, :n], v[i:i + 1], mu[i:i + 1, :n], alone_valid)
+        torch.testing.assert_close(bound[i:i + 1], b, rtol=1e-5, atol=1e-6)
 
 
 def test_padding_mutation_is_detected() -> None:

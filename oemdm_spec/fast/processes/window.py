@@ -48,17 +48,28 @@ if TYPE_CHECKING:
 
 
 class WindowSchedule:
-    """α_bd,ε of spec §2 for L positions in blocks of ``block_size``; tensors of shape (..., L), float64."""
+    """α_bd,ε of spec §2 for L positions in blocks of ``block_size``; tensors of shape (..., L), float64.
 
-    def __init__(self, seq_len: int, block_size: int, eps: float) -> None:
+    With ``valid`` (B, L), True at real tokens, each sequence gets its own windows over its real positions only:
+    the k-th real token is in block ⌊k / L'⌋ + 1 of ⌈ℓ / L'⌉ blocks (ℓ its real length; a last partial block is
+    allowed), so a padded sequence has exactly the schedule of the same sentence unpadded. Padding positions
+    get the last block's (finite) values; they are never masked and never scored."""
+
+    def __init__(self, seq_len: int, block_size: int, eps: float, valid: Tensor | None = None) -> None:
         if not 0 < eps < 0.5:
             raise ValueError(f"WindowSchedule: eps must lie in (0, 1/2), got {eps}")
-        if block_size < 1 or seq_len % block_size:
+        if block_size < 1 or (valid is None and seq_len % block_size):
             raise ValueError(f"WindowSchedule: seq_len ({seq_len}) must be a multiple of block_size ({block_size})")
         self.eps = eps
-        n_blocks = seq_len // block_size
-        b = (torch.arange(seq_len) // block_size + 1).double()  # 1-indexed block of each position
-        self.B = float(n_blocks)
+        if valid is None:
+            n_blocks: Tensor | float = float(seq_len // block_size)
+            b = (torch.arange(seq_len) // block_size + 1).double()  # 1-indexed block of each position
+        else:
+            real_index = (valid.long().cumsum(-1) - 1).clamp_min(0)  # k of the k-th real token (0-based)
+            n_blocks = torch.div(valid.sum(-1, keepdim=True) + block_size - 1, block_size,
+                                 rounding_mode="floor").clamp_min(1).double()  # (B, 1)
+            b = torch.minimum((real_index // block_size + 1).double(), n_blocks)
+        self.B = n_blocks
         self.b = b
         self.start = (n_blocks - b) / n_blocks
         self.end = (n_blocks - b + 1) / n_blocks
@@ -71,7 +82,8 @@ class WindowSchedule:
     def one_minus_alpha_and_rate(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(1 − α, A = −∂_tα/(1 − α)) at times t (..., 1) or (..., L), float64, for t in (0, 1]."""
         t = t.double()
-        eps, B = self.eps, self.B
+        eps = self.eps
+        B = self.B.to(t.device) if isinstance(self.B, Tensor) else self.B
         start, end = self.start.to(t.device), self.end.to(t.device)
         s0, s1, b = self.s0.to(t.device), self.s1.to(t.device), self.b.to(t.device)
         before, after = t < start, t > end
@@ -89,7 +101,8 @@ class WindowSchedule:
     def reveal_times(self, U: Tensor) -> Tensor:
         """τ with P(τ ≤ t) = 1 − α(t), from uniforms U (..., L): the inverse of the piecewise-linear 1 − α."""
         U = U.double()
-        eps, B = self.eps, self.B
+        eps = self.eps
+        B = self.B.to(U.device) if isinstance(self.B, Tensor) else self.B
         start, end = self.start.to(U.device), self.end.to(U.device)
         s0, s1, b = self.s0.to(U.device), self.s1.to(U.device), self.b.to(U.device)
         lo, hi = 1 - s0, 1 - s1  # the range of 1 − α on the window
@@ -115,13 +128,13 @@ class WindowProcess(Process):
         if not 0 < cfg.eps < 0.5:
             raise ValueError(f"eps must lie in (0, 1/2) for model={cls.name}, got {cfg.eps}")
 
-    def schedule(self, L: int) -> WindowSchedule:
-        return WindowSchedule(L, self.block_size(), self.cfg.eps)
+    def schedule(self, L: int, valid: Tensor | None = None) -> WindowSchedule:
+        return WindowSchedule(L, self.block_size(), self.cfg.eps, valid)
 
     def loss(self, model: OeMDM, x: Tensor, noise: StepNoise, K: int, want_stats: bool,
              valid: Tensor | None = None) -> LossOutput:
         B, L = x.shape
-        oma, A = self.schedule(L).one_minus_alpha_and_rate(noise.t[:, None])
+        oma, A = self.schedule(L, valid).one_minus_alpha_and_rate(noise.t[:, None])
         masked = only_valid(noise.u[0] < oma.float(), valid)
         z = torch.where(masked, self.cfg.mask_id, x)
         feats = model.backbone.features(z, valid=valid)
@@ -134,7 +147,7 @@ class WindowProcess(Process):
     def sequence_bound(self, model: OeMDM, x: Tensor, v: Tensor, mask_u: Tensor,
                        valid: Tensor | None = None) -> Tensor:
         B, L = x.shape
-        oma, A = self.schedule(L).one_minus_alpha_and_rate(v.double()[:, None])
+        oma, A = self.schedule(L, valid).one_minus_alpha_and_rate(v.double()[:, None])
         masked = only_valid(mask_u.double() < oma, valid)
         z = torch.where(masked, self.cfg.mask_id, x)
         feats = model.backbone.features(z, valid=valid)
