@@ -194,17 +194,23 @@ def _validate_row_args(fn: str, n: int, v: int, target: Tensor, A: Tensor, A_hat
     for name, t in (("A", A), ("A_hat", A_hat)):
         if not t.is_floating_point():
             raise ValueError(f"{fn}: {name} must be a floating tensor, got {t.dtype}")
-    if not values:
-        return
-    check_values(
-        fn,
-        [
-            ("target", target, 0, v - 1, f"in [0, {v}) (V = {v})"),
-            # the largest finite float as the bound: inf is rejected too (inf·log gives a NaN loss)
-            ("A", A, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
-            ("A_hat", A_hat, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
-        ],
-    )
+    if values:
+        check_row_values(fn, v, target, A, A_hat)
+
+
+def check_row_values(fn: str, v: int, target: Tensor, A: Tensor, A_hat: Tensor,
+                     row_weight: Tensor | None = None) -> None:
+    """The checks that read the values: target in [0, V), A and Â non-negative and finite, finite row weights
+    (one host read for all of them; the compiled ops call this at run time, see ``ops.py``)."""
+    checks = [
+        ("target", target, 0, v - 1, f"in [0, {v}) (V = {v})"),
+        # the largest finite float as the bound: inf is rejected too (inf·log gives a NaN loss)
+        ("A", A, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
+        ("A_hat", A_hat, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
+    ]
+    if row_weight is not None:
+        checks.append(("row_weight", row_weight, -3.4e38, 3.4e38, "finite"))
+    check_values(fn, checks)
 
 
 def oemdm_row_loss(

@@ -26,22 +26,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_values
+from .loss import check_row_values
 
 __all__ = ["checked_tokens", "linear_row_loss_compiled", "row_loss_compiled"]
 
 _EMPTY = (0,)
-
-
-def _value_checks(fn: str, v: int, target: Tensor, A: Tensor, A_hat: Tensor, row_weight: Tensor | None) -> None:
-    checks = [
-        ("target", target, 0, v - 1, f"in [0, {v}) (V = {v})"),
-        ("A", A, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
-        ("A_hat", A_hat, 0.0, torch.finfo(torch.float64).max, "non-negative and finite"),
-    ]
-    if row_weight is not None:
-        checks.append(("row_weight", row_weight, -3.4e38, 3.4e38, "finite"))
-    check_values(fn, checks)
 
 
 def _or_empty(t: Tensor | None, like: Tensor) -> Tensor:
@@ -58,7 +47,7 @@ def _linear_row_loss(hidden: Tensor, weight: Tensor, bias: Tensor | None, target
                      need_w: bool, need_b: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     from .linear import _chunk_grads
 
-    _value_checks("linear_oemdm_row_loss", weight.shape[0], target, A, A_hat, row_weight)
+    check_row_values("linear_oemdm_row_loss", weight.shape[0], target, A, A_hat, row_weight)
     with torch.autocast(hidden.device.type, enabled=False):
         loss, log_px, g_h, g_w, g_b = _chunk_grads(hidden, weight, bias, target, A, A_hat, chunk, backend,
                                                    (need_h, need_w, need_b), row_weight)
@@ -159,7 +148,7 @@ def _row_loss(logits: Tensor, target: Tensor, A: Tensor, A_hat: Tensor, row_weig
               need_logit_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
     from .loss import row_loss_forward
 
-    _value_checks("oemdm_row_loss", logits.shape[1], target, A, A_hat, row_weight)
+    check_row_values("oemdm_row_loss", logits.shape[1], target, A, A_hat, row_weight)
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device) if need_logit_grad else None
     loss, log_px = row_loss_forward(logits, target, A, A_hat, grad, backend, row_weight)
     if row_weight is not None:
