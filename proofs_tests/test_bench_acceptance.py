@@ -32,6 +32,8 @@ def test_acceptance_smoke_json_and_table(smoke_run) -> None:
     rc, res, stdout = smoke_run
     assert rc == 0, stdout[-3000:]
     assert res["smoke"] is True and res["gate_passed"] is True
+    # written after every section (and every step row) while running; the last write marks it complete
+    assert res["complete"] is True and not any(sec.get("partial") for sec in res["sections"].values())
     assert {"torch", "triton", "card", "driver", "cuda_runtime"} <= set(res["env"])
     s = res["sections"]
     assert set(s) == {"gate", "loss", "linear", "step"}

@@ -134,6 +134,7 @@ class Ctx:
         self.vp = -(-self.v // 64) * 64
         self.d = 32 if args.smoke else 768
         self.slice_rows = 16 if args.smoke else 4096
+        self.partial: Any = lambda name, value: None  # run_acceptance: write the rows measured so far
         self.step_batch = args.step_batch or (2 if args.smoke else 32)
         self.compile = args.compile == "yes" or (args.compile == "auto" and self.cuda)
         self.step_compile = args.step_compile == "yes"
@@ -403,6 +404,7 @@ def section_step(c: Ctx) -> dict[str, Any]:
 
         rows[f"{typ}{' K=2' if typ == 'lomdm' else ''}{' (whole step)' if mode == 'step' else ''}"] = _guard(one)
         c.empty_cache()
+        c.partial("step", {"rows": rows})  # the slowest section: keep each row as it comes
     if "p50" in rows.get("mdlm", {}) and "p50" in rows.get("lomdm K=2", {}):
         rows["lomdm/mdlm step-time ratio"] = {"ratio": rows["lomdm K=2"]["p50"] / rows["mdlm"]["p50"]}
     return {"rows": rows}
@@ -521,6 +523,19 @@ def run_acceptance(args: argparse.Namespace) -> int:
     path = args.out / "acceptance.json"
     results: dict[str, Any] = {"smoke": bool(args.smoke), "n": c.n, "v": c.v, "v_padded": c.vp,
                                "env": _guard(lambda: section_env(c)), "sections": {}, "json": str(path)}
+    def save(partial: bool) -> None:
+        """Write what is measured so far (atomically): a run killed by a time limit still leaves its JSON."""
+        results["wall_s"] = time.perf_counter() - t0
+        results["complete"] = not partial
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2, default=str))
+        tmp.replace(path)
+
+    def partial(name: str, value: dict[str, Any]) -> None:
+        results["sections"][name] = {**value, "partial": True}
+        save(partial=True)
+
+    c.partial = partial
     rc = 0
     for name in wanted:
         fn = {"gate": section_gate, "loss": section_loss, "linear": section_linear, "step": section_step}[name]
@@ -531,14 +546,14 @@ def run_acceptance(args: argparse.Namespace) -> int:
             traceback.print_exc()
             results["sections"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         c.empty_cache()
+        save(partial=True)
         if name == "gate":
             results["gate_passed"] = bool(results["sections"]["gate"].get("passed"))
             if not results["gate_passed"]:
                 print("oemdm bench: the correctness gate FAILED; no timings are taken", file=sys.stderr)
                 rc = 1
                 break
-    results["wall_s"] = time.perf_counter() - t0
-    path.write_text(json.dumps(results, indent=2, default=str))
+    save(partial=False)
     print(format_table(results), flush=True)
     return rc
 
