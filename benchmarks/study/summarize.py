@@ -113,10 +113,22 @@ def rloo_table(rows: list[dict]) -> str:
     """rloo_variance.py: per model state, variant and parameter group, the gradient's signal-to-noise."""
     out = ["| model state | variant | group | live params | ‖mean g‖ | √tr Σ (one draw) | SNR of one draw | "
            "cos(halves) | coords with |t| > 2 |", "|" + "---|" * 9]
+    # the variants use the same draws, so full = pathwise + score draw by draw: the cosine of the two parts'
+    # mean gradients follows from the three mean norms
     for r in rows:
-        out.append(f"| {r['model']} | {r['variant']} | {r['group']} | {r['n_params'] - r['n_zero_grad']} | "
+        if r["n_params"] == r["n_zero_grad"]:
+            continue  # ψ's gradient is exactly 0 at initialisation (ŵ = w) and in the score-only variant
+        name = r["model"].split("-task")[0]
+        out.append(f"| {name} | {r['variant']} | {r['group']} | {r['n_params'] - r['n_zero_grad']} | "
                    f"{r['mean_norm']:.2e} | {r['noise_norm']:.2e} | {r['snr1']:.3f} | {r['cos_halves']:.2f} | "
                    f"{r['frac_t2']:.3f} |")
+    norms = {(r["model"], r["variant"]): r["mean_norm"] for r in rows if r["group"] == "phi"}
+    out.append("")
+    for m in dict.fromkeys(r["model"] for r in rows):
+        if all((m, v) in norms for v in ("full", "pathwise", "score")) and norms[(m, "pathwise")] > 0:
+            f, p, s = (norms[(m, v)] for v in ("full", "pathwise", "score"))
+            out.append(f"φ, {m.split('-task')[0]}: cosine of the pathwise and score parts' mean gradients "
+                       f"{(f * f - p * p - s * s) / (2 * p * s):.2f}")
     return "\n".join(out)
 
 
