@@ -80,14 +80,18 @@ def paired_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+SWEEP_CONTROLS = {"sw-K=4": "sw-K=4,c2=0", "sw-c1=1,c2=0.95": "sw-c1=1,c2=0"}
+
+
 def sweep_table(rows: list[dict]) -> str:
     """The order-learning sweep (labels ``sw-...``): paired differences to LoMDM, the constant-w control and
     MDLM on the same training seeds, and the order metrics."""
     by = defaultdict(dict)
     for r in rows:
         by[r["label"]][r["seed"]] = r
-    refs = ("lomdm", "lomdm-const", "mdlm")
-    out = ["| variant | seeds | NELBO bits/seq | " + " | ".join(f"Δ vs {b}" for b in refs)
+    refs = ("lomdm", "lomdm-const", "control", "mdlm")
+    out = ["| variant | seeds | NELBO bits/seq | " + " | ".join(
+        "Δ vs the same at c2 = 0" if b == "control" else f"Δ vs {b}" for b in refs)
            + " | obs. after all its latents | w latents / w obs. |", "|" + "---|" * (5 + len(refs))]
     for label in sorted(lab for lab in by if lab.startswith("sw-")):
         runs = by[label]
@@ -97,6 +101,8 @@ def sweep_table(rows: list[dict]) -> str:
             se = runs[seeds[0]].get("bits_seq_se", float("nan"))
         cells = []
         for b in refs:
+            if b == "control":  # the same settings with a constant w (c2 = 0): what the order adds
+                b = SWEEP_CONTROLS.get(label, "" if label.endswith("c2=0") else "lomdm-const")
             d = [runs[s]["bits_seq"] - by[b][s]["bits_seq"] for s in seeds if s in by.get(b, {})]
             cells.append(fmt(*mean_se(d)) if d else "—")
 
