@@ -80,7 +80,7 @@ def paired_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-SWEEP_CONTROLS = {"sw-K=4": "sw-K=4,c2=0", "sw-c1=1,c2=0.95": "sw-c1=1,c2=0"}
+SWEEP_CONTROLS = {"sw-K=4": "sw-K=4,c2=0", "sw-K=8": "sw-K=8,c2=0", "sw-c1=1,c2=0.95": "sw-c1=1,c2=0"}
 
 
 def sweep_table(rows: list[dict]) -> str:
