@@ -399,8 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train several model types on the same data, steps and seed; extra "
                                     "--key value overrides apply to all of them.")
     co.add_argument("--models", default="mdlm,genmd4,bd3lm,ar,lomdm",
-                    help="comma-separated; also lomdm-const (the w ≡ c1 control) and lomdm-logspace (the "
-                         "sharper order parametrisation)")
+                    help="comma-separated; also lomdm-const (the w ≡ c1 control), lomdm-logspace (the "
+                         "sharper order parametrisation) and mdlm-k2 (MDLM's schedule on K masks per sequence, "
+                         "as LoMDM trains)")
     co.add_argument("--out", default="", help="output directory (default runs/compare-<timestamp>)")
     co.add_argument("--overwrite", action="store_true",
                     help="replace the model directories of an earlier compare in --out (default: refuse)")

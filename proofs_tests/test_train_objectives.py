@@ -100,6 +100,26 @@ def test_mdlm_loss_is_weighted_cross_entropy():
     assert torch.equal(out.masked[0], noise.u[0] < noise.t[:, None])
 
 
+def test_compare_variant_mdlm_k2_is_mdlm_on_each_of_its_masks():
+    """``oemdm compare --models mdlm-k2`` (LoMDM's code at c1 = 1, c2 = 0: w ≡ ŵ ≡ 1) is MDLM trained on K masks
+    per sequence: for each k, its per-sequence loss equals MDLM's on that mask (same backbone weights, same
+    uniforms). Masks agree exactly (log u < log t ⇔ u < t); the losses to fp32 rounding of the two paths."""
+    from oemdm_spec.fast.compare import VARIANTS
+    from oemdm_spec.fast.objectives import StepNoise
+
+    over = VARIANTS["mdlm-k2"]
+    k2 = _model(over["model"], c1=over["c1"], c2=over["c2"])
+    mdlm = _model("mdlm")
+    mdlm.load_state_dict({k: v for k, v in k2.state_dict().items() if k in mdlm.state_dict()})
+    x, noise = _data(2), _noise(k2, 2, K=2)
+    out = oemdm_loss(k2, x, noise, K=2)
+    assert out.per_seq.shape[0] == 2
+    for k in range(2):
+        ref = oemdm_loss(mdlm, x, StepNoise(noise.t, noise.u[k:k + 1]))
+        assert torch.equal(out.masked[k], ref.masked[0])
+        torch.testing.assert_close(out.per_seq[k], ref.per_seq[0], rtol=1e-5, atol=1e-6)
+
+
 def test_genmd4_loss_is_generalized_kl_of_rates():
     """Integrand = Σ_v r_v log(r_v/r̂_v) − r_v + r̂_v with r = (w_x/t)δ_x and r̂_v = (w_v/t) μ_θ[v] (spec §1 Fact 1)."""
     m = _model("genmd4")
