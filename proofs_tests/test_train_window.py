@@ -109,6 +109,29 @@ def test_schedule_matches_reference(L: int, bs: int, eps: float) -> None:
         torch.testing.assert_close(oma, R.ARMSchedule(L, eps).log_one_minus_alpha(t).exp(), rtol=1e-12, atol=0.0)
 
 
+@pytest.mark.parametrize("bs", [1, 3])
+def test_padded_schedule_is_the_reference_schedule_of_each_rows_real_length(bs: int) -> None:
+    """With ``valid`` (any padding pattern, partial last blocks), the k-th real token of a row of real length ℓ
+    gets exactly what the reference BlockSchedule(⌈ℓ/L'⌉·L', L', ε) gives its position k, at every t."""
+    eps, L = 0.05, 11
+    g = torch.Generator().manual_seed(4)
+    valid = torch.rand(5, L, generator=g) < 0.7
+    valid[0] = True  # no padding
+    valid[1] = torch.arange(L) < 4  # right padding, a partial block for bs = 3
+    valid[2] = torch.arange(L) >= 6  # left padding
+    valid[3] = torch.arange(L) == 0  # one real token
+    t = _grid(L)[1:]  # (T,), t > 0
+    oma, A = WindowSchedule(L, bs, eps, valid).one_minus_alpha_and_rate(t[:, None, None])  # (T, 5, L)
+    for r in range(valid.shape[0]):
+        real = valid[r].nonzero().squeeze(1)
+        n = len(real)
+        ref = R.BlockSchedule(-(-n // bs) * bs, bs, eps)
+        oma_ref, A_ref = ref.log_one_minus_alpha(t).exp()[:, :n], ref.velocity(t)[:, :n]
+        torch.testing.assert_close(oma[:, r, real], oma_ref, rtol=1e-12, atol=0.0)  # float64, as above
+        torch.testing.assert_close(A[:, r, real], A_ref, rtol=1e-12, atol=0.0)
+        assert bool(torch.isfinite(oma[:, r]).all() and torch.isfinite(A[:, r]).all())  # padding: finite
+
+
 @pytest.mark.parametrize(("L", "bs", "eps"), CASES)
 def test_reveal_times_invert_one_minus_alpha(L: int, bs: int, eps: float) -> None:
     sched, ref = WindowSchedule(L, bs, eps), R.BlockSchedule(L, bs, eps)

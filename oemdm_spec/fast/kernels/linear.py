@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ._backend import resolve_backend
 from ._checks import check_float, check_same_device
-from .loss import _validate_row_args, resolve_row_weight, row_loss_forward
+from .loss import _validate_row_args, rate_grads, resolve_row_weight, row_loss_forward
 
 __all__ = ["linear_oemdm_row_loss", "default_chunk_size"]
 
@@ -107,7 +107,7 @@ class _LinearRowLossFn(torch.autograd.Function):
         hidden, weight, bias, target, A, A_hat, log_px, row_weight = ctx.saved_tensors
         g_h, g_w, g_b = ctx.grads
         g = grad_output.float()
-        d_h = d_w = d_b = d_A = d_Ah = None
+        d_h = d_w = d_b = None
         if g_h is not None:
             d_h = _scale_rows(g_h, g)
         if (g_w is not None or g_b is not None) and g.numel() == 0:
@@ -125,13 +125,9 @@ class _LinearRowLossFn(torch.autograd.Function):
                 )  # fmt: skip
         if d_b is not None:
             d_b = d_b.to(bias.dtype)
-        A32, Ah32 = A.float(), A_hat.float()
         if row_weight is not None:
             g = g * row_weight
-        if ctx.needs_input_grad[4]:
-            d_A = (g * (-log_px + torch.log(A32) - torch.log(Ah32))).to(A.dtype)
-        if ctx.needs_input_grad[5]:
-            d_Ah = (g * (1.0 - A32 / Ah32)).to(A_hat.dtype)
+        d_A, d_Ah = rate_grads(g, A, A_hat, log_px, ctx.needs_input_grad[4], ctx.needs_input_grad[5])
         return d_h, d_w, d_b, None, d_A, d_Ah, None, None, None, None
 
 

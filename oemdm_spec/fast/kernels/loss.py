@@ -103,6 +103,16 @@ def row_loss_forward(
     return torch_row_loss_forward(logits, target, A, A_hat, grad_out, grad_scale)
 
 
+def rate_grads(g: Tensor, A: Tensor, A_hat: Tensor, log_px: Tensor, need_A: bool,
+               need_A_hat: bool) -> tuple[Tensor | None, Tensor | None]:
+    """g·∂loss/∂A = g·(−log p[x] + log A − log Â) and g·∂loss/∂Â = g·(1 − A/Â) (module docstring), in fp32,
+    cast to the rates' dtypes; one place for every backward (eager, fused linear, compiled ops)."""
+    A32, Ah32 = A.float(), A_hat.float()
+    d_A = (g * (-log_px + torch.log(A32) - torch.log(Ah32))).to(A.dtype) if need_A else None
+    d_Ah = (g * (1.0 - A32 / Ah32)).to(A_hat.dtype) if need_A_hat else None
+    return d_A, d_Ah
+
+
 def rescale_rows_(grad: Tensor, grad_output: Tensor) -> Tensor:
     """grad[r, :] *= grad_output[r] in place (the common grad_output ≡ 1 costs one tiny host read)."""
     lo, hi = torch.stack([grad_output.min(), grad_output.max()]).tolist() if grad_output.numel() else (1, 1)
@@ -129,7 +139,7 @@ class _RowLossFn(torch.autograd.Function):
     def backward(ctx, grad_output):  # type: ignore[override]
         log_px, A, A_hat, row_weight = ctx.saved_tensors
         g = grad_output.float()
-        d_logits = d_A = d_Ah = None
+        d_logits = None
         if ctx.needs_input_grad[0]:
             if ctx.grad is None:
                 raise RuntimeError(
@@ -137,13 +147,9 @@ class _RowLossFn(torch.autograd.Function):
                     "rescaled in place by the first backward and is gone. Recompute the loss instead."
                 )
             d_logits, ctx.grad = rescale_rows_(ctx.grad, g), None  # row_weight is already in it
-        A32, Ah32 = A.float(), A_hat.float()
         if row_weight is not None:
             g = g * row_weight
-        if ctx.needs_input_grad[2]:
-            d_A = (g * (-log_px + torch.log(A32) - torch.log(Ah32))).to(A.dtype)
-        if ctx.needs_input_grad[3]:
-            d_Ah = (g * (1.0 - A32 / Ah32)).to(A_hat.dtype)
+        d_A, d_Ah = rate_grads(g, A, A_hat, log_px, ctx.needs_input_grad[2], ctx.needs_input_grad[3])
         return d_logits, None, d_A, d_Ah, None, None, None
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .loss import check_row_values
+from .loss import check_row_values, rate_grads
 
 __all__ = ["checked_tokens", "linear_row_loss_compiled", "row_loss_compiled"]
 
@@ -102,14 +102,6 @@ def _linear_setup(ctx, inputs, output) -> None:
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
-def _rate_grads(ctx, g: Tensor, A: Tensor, A_hat: Tensor, log_px: Tensor, a_idx: int) -> tuple:
-    """∂/∂A = −log p[x] + log A − log Â and ∂/∂Â = 1 − A/Â, times grad_output (closed forms, traced ops)."""
-    A32, Ah32 = A.float(), A_hat.float()
-    d_A = (g * (-log_px + torch.log(A32) - torch.log(Ah32))).to(A.dtype) if ctx.needs_input_grad[a_idx] else None
-    d_Ah = (g * (1.0 - A32 / Ah32)).to(A_hat.dtype) if ctx.needs_input_grad[a_idx + 1] else None
-    return d_A, d_Ah
-
-
 def _linear_backward(ctx, grad_loss, _g_logpx, _g_gh, _g_gw, _g_gb):
     hidden, weight, bias, target, A, A_hat, row_weight, log_px, g_h, g_w, g_b = ctx.saved_tensors
     need_h, need_w, need_b = ctx.need
@@ -124,7 +116,7 @@ def _linear_backward(ctx, grad_loss, _g_logpx, _g_gh, _g_gw, _g_gb):
         d_b = d_b.to(ctx.bias_dtype) if need_b else None
     if row_weight is not None:
         g = g * row_weight
-    d_A, d_Ah = _rate_grads(ctx, g, A, A_hat, log_px, 4)
+    d_A, d_Ah = rate_grads(g, A, A_hat, log_px, ctx.needs_input_grad[4], ctx.needs_input_grad[5])
     return d_h, d_w, d_b, None, d_A, d_Ah, None, None, None, None, None, None
 
 
@@ -178,7 +170,7 @@ def _row_backward(ctx, grad_loss, _g_logpx, _g_grad):
     d_logits = (grad * g.unsqueeze(1)).to(grad.dtype) if ctx.need_logit_grad else None
     if row_weight is not None:
         g = g * row_weight
-    d_A, d_Ah = _rate_grads(ctx, g, A, A_hat, log_px, 2)
+    d_A, d_Ah = rate_grads(g, A, A_hat, log_px, ctx.needs_input_grad[2], ctx.needs_input_grad[3])
     return d_logits, None, d_A, d_Ah, None, None, None
 
 
